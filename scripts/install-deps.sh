@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs every system package nixlet's build, tests and example need on Debian 12.
+# Idempotent: safe to run on every CI run and on a developer machine.
+set -euo pipefail
+
+packages=(
+  containerd runc crun      # the container stack nixlet plugs into (containerd 1.6, runc 1.1)
+  nix-bin                   # builds the example store paths and binary caches; not needed on nodes
+  umoci busybox-static      # builds the pause and empty OCI images for tests without a registry
+  protobuf-compiler         # protoc, for the CRI client used by the end-to-end tests
+  curl ca-certificates jq iproute2 util-linux psmisc
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# The Debian containerd unit may start a system containerd; nixlet's tests run their own private
+# one and do not need it, but leave it alone if an operator uses it.
+
+# Nix as root without a daemon: single-user mode needs no build users.
+mkdir -p /etc/nix
+if ! grep -q '^build-users-group' /etc/nix/nix.conf 2>/dev/null; then
+  echo 'build-users-group =' >> /etc/nix/nix.conf
+fi
+grep -q '^experimental-features' /etc/nix/nix.conf 2>/dev/null ||
+  echo 'experimental-features = nix-command' >> /etc/nix/nix.conf
+grep -q '^sandbox' /etc/nix/nix.conf 2>/dev/null || echo 'sandbox = false' >> /etc/nix/nix.conf
