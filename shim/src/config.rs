@@ -1,0 +1,241 @@
+//! Node configuration: `/etc/nixlet/config.toml`, or the file named by `NIXLET_CONFIG`.
+//!
+//! The file is parsed strictly (unknown keys are errors) and validated into runtime types before
+//! anything acts on it. A missing file means defaults: a node without nixlet environments still
+//! runs every container that does not ask for one.
+
+use std::path::{Path, PathBuf};
+
+use nixlet_manifest::{DirSource, EnvironmentSource};
+use serde::Deserialize;
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/nixlet/config.toml";
+pub const CONFIG_PATH_ENV: &str = "NIXLET_CONFIG";
+pub const DEFAULT_DELEGATE_SHIM: &str = "containerd-shim-runc-v2";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("node config {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("node config {}: {source}", path.display())]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("node config {}: {message}", path.display())]
+    Invalid { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// Nix system of this node (`x86_64-linux`): only packages for it count.
+    pub system: String,
+    pub nix_db: PathBuf,
+    pub runtime: RuntimeConfig,
+    pub sources: Vec<SourceConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeConfig {
+    /// OCI runtime the runc shim runs (runc, crun, youki, or a path); `None` keeps the runc
+    /// shim's own default.
+    pub binary_name: Option<String>,
+    /// The shim every task RPC is forwarded to.
+    pub delegate_shim: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SourceConfig {
+    Dir { root: PathBuf },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    system: Option<String>,
+    nix_db: Option<PathBuf>,
+    #[serde(default)]
+    runtime: RuntimeSection,
+    #[serde(default)]
+    sources: Vec<SourceConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuntimeSection {
+    binary_name: Option<String>,
+    delegate_shim: Option<String>,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            system: native_system(),
+            nix_db: PathBuf::from(nixlet_store::DEFAULT_NIX_DB),
+            runtime: RuntimeConfig {
+                binary_name: None,
+                delegate_shim: DEFAULT_DELEGATE_SHIM.to_string(),
+            },
+            sources: Vec::new(),
+        }
+    }
+}
+
+/// The Nix system name of the machine this binary was built for.
+pub fn native_system() -> String {
+    format!("{}-linux", std::env::consts::ARCH)
+}
+
+impl NodeConfig {
+    /// The path in force: `NIXLET_CONFIG` if set, else the default.
+    pub fn path_in_force() -> PathBuf {
+        std::env::var_os(CONFIG_PATH_ENV)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
+    }
+
+    pub fn load() -> Result<NodeConfig, ConfigError> {
+        Self::load_from(&Self::path_in_force())
+    }
+
+    pub fn load_from(path: &Path) -> Result<NodeConfig, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(&text, path),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(NodeConfig::default()),
+            Err(source) => Err(ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<NodeConfig, ConfigError> {
+        let file: ConfigFile = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        let defaults = NodeConfig::default();
+        for source in &file.sources {
+            let SourceConfig::Dir { root } = source;
+            if !root.is_absolute() {
+                return Err(invalid(format!(
+                    "source root {:?} must be an absolute path",
+                    root.display().to_string()
+                )));
+            }
+        }
+        if let Some(binary) = &file.runtime.binary_name {
+            if binary.is_empty() {
+                return Err(invalid("runtime binary_name must not be empty".into()));
+            }
+        }
+        Ok(NodeConfig {
+            system: file.system.unwrap_or(defaults.system),
+            nix_db: file.nix_db.unwrap_or(defaults.nix_db),
+            runtime: RuntimeConfig {
+                binary_name: file.runtime.binary_name,
+                delegate_shim: file
+                    .runtime
+                    .delegate_shim
+                    .unwrap_or(defaults.runtime.delegate_shim),
+            },
+            sources: file.sources,
+        })
+    }
+
+    pub fn environment_sources(&self) -> Vec<Box<dyn EnvironmentSource>> {
+        self.sources
+            .iter()
+            .map(|source| match source {
+                SourceConfig::Dir { root } => {
+                    Box::new(DirSource::new(root.clone())) as Box<dyn EnvironmentSource>
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<NodeConfig, ConfigError> {
+        NodeConfig::parse(text, Path::new("/etc/nixlet/config.toml"))
+    }
+
+    #[test]
+    fn full_config_parses_into_runtime_types() {
+        let config = parse(
+            r#"
+            system = "aarch64-linux"
+            nix_db = "/var/db.sqlite"
+            [runtime]
+            binary_name = "crun"
+            [[sources]]
+            kind = "dir"
+            root = "/var/lib/nixlet/environments"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.system, "aarch64-linux");
+        assert_eq!(config.nix_db, PathBuf::from("/var/db.sqlite"));
+        assert_eq!(config.runtime.binary_name.as_deref(), Some("crun"));
+        assert_eq!(config.runtime.delegate_shim, DEFAULT_DELEGATE_SHIM);
+        assert_eq!(
+            config.sources,
+            vec![SourceConfig::Dir {
+                root: "/var/lib/nixlet/environments".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn empty_config_means_defaults() {
+        assert_eq!(parse("").unwrap(), NodeConfig::default());
+    }
+
+    #[test]
+    fn missing_file_means_defaults() {
+        let config = NodeConfig::load_from(Path::new("/nonexistent/nixlet.toml")).unwrap();
+        assert_eq!(config, NodeConfig::default());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let error = parse("sytem = \"x86_64-linux\"").unwrap_err().to_string();
+        assert!(
+            error.starts_with("node config /etc/nixlet/config.toml:"),
+            "{error}"
+        );
+        assert!(error.contains("unknown field `sytem`"), "{error}");
+    }
+
+    #[test]
+    fn unknown_source_kind_is_an_error() {
+        let error = parse("[[sources]]\nkind = \"git\"\nroot = \"/x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("unknown variant `git`"), "{error}");
+    }
+
+    #[test]
+    fn relative_source_root_is_rejected() {
+        let error = parse("[[sources]]\nkind = \"dir\"\nroot = \"envs\"")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            "node config /etc/nixlet/config.toml: source root \"envs\" must be an absolute path"
+        );
+    }
+}

@@ -1,0 +1,13 @@
+//! nixlet's containerd shim: a task service in front of the stock runc shim that rewrites the
+//! spec of containers asking for a Nix environment.
+
+pub mod bundle;
+pub mod config;
+pub mod create_error;
+pub mod delegate;
+pub mod env_overlay;
+pub mod prepare;
+pub mod runtime_options;
+pub mod shim;
+pub mod spec_rewrite;
+pub mod task_service;

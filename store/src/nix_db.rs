@@ -1,0 +1,203 @@
+//! Read-only queries against Nix's SQLite database (`/nix/var/nix/db/db.sqlite`).
+//!
+//! Reading the database directly, rather than running `nix-store --query`, keeps Create free of
+//! subprocesses and works on nodes that have the database but no Nix CLI on the shim's PATH.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nixlet_manifest::StorePath;
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+
+use crate::StoreError;
+
+/// Host Nix may hold a write lock while it registers paths; wait rather than fail a Create.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct NixDb {
+    path: PathBuf,
+    conn: Connection,
+}
+
+impl NixDb {
+    pub fn open(path: impl Into<PathBuf>) -> Result<NixDb, StoreError> {
+        let path = path.into();
+        if !path.exists() {
+            return Err(StoreError::NoDatabase { path });
+        }
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| StoreError::Database {
+            path: path.clone(),
+            source,
+        })?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(|source| StoreError::Database {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(NixDb { path, conn })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether Nix registered `path` as valid.
+    pub fn is_valid(&self, path: &StorePath) -> Result<bool, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT 1 FROM ValidPaths WHERE path = ?1",
+                [path.to_string()],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|row| row.is_some())
+            .map_err(|source| self.db_error(source))
+    }
+
+    /// The paths `path` references directly, as registered.
+    pub fn references(&self, path: &StorePath) -> Result<Vec<StorePath>, StoreError> {
+        let mut statement = self
+            .conn
+            .prepare_cached(
+                "SELECT target.path FROM Refs \
+                 JOIN ValidPaths AS source ON Refs.referrer = source.id \
+                 JOIN ValidPaths AS target ON Refs.reference = target.id \
+                 WHERE source.path = ?1",
+            )
+            .map_err(|source| self.db_error(source))?;
+        let rows = statement
+            .query_map([path.to_string()], |row| row.get::<_, String>(0))
+            .map_err(|source| self.db_error(source))?;
+        let mut references = Vec::new();
+        for row in rows {
+            let value = row.map_err(|source| self.db_error(source))?;
+            references.push(self.parse_path(value)?);
+        }
+        Ok(references)
+    }
+
+    /// Every path reachable from `roots` through references, roots included, sorted.
+    /// Fails on the first root that is not registered.
+    pub fn closure(&self, roots: &[StorePath]) -> Result<BTreeSet<StorePath>, StoreError> {
+        let mut seen = BTreeSet::new();
+        let mut pending: Vec<StorePath> = Vec::new();
+        for root in roots {
+            if !self.is_valid(root)? {
+                return Err(StoreError::NotValid { path: root.clone() });
+            }
+            if seen.insert(root.clone()) {
+                pending.push(root.clone());
+            }
+        }
+        while let Some(path) = pending.pop() {
+            for reference in self.references(&path)? {
+                if seen.insert(reference.clone()) {
+                    pending.push(reference);
+                }
+            }
+        }
+        Ok(seen)
+    }
+
+    fn parse_path(&self, value: String) -> Result<StorePath, StoreError> {
+        StorePath::parse(&value).map_err(|_| StoreError::MalformedPath {
+            db: self.path.clone(),
+            value,
+        })
+    }
+
+    fn db_error(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Database {
+            path: self.path.clone(),
+            source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HELLO: &str = "/nix/store/0a1b2c3d4f5g6h7i8j9k0l1m2n3p4q5r-hello-2.12";
+    const GLIBC: &str = "/nix/store/1a1b2c3d4f5g6h7i8j9k0l1m2n3p4q5r-glibc-2.38";
+    const LIBGCC: &str = "/nix/store/2a1b2c3d4f5g6h7i8j9k0l1m2n3p4q5r-libgcc-13";
+
+    /// A database with Nix's own schema for the two tables nixlet reads.
+    fn fixture_db(dir: &Path, paths: &[&str], refs: &[(&str, &str)]) -> PathBuf {
+        let db = dir.join("db.sqlite");
+        let conn = Connection::open(&db).unwrap();
+        conn.execute_batch(
+            "create table ValidPaths (id integer primary key autoincrement not null, \
+             path text unique not null, hash text not null, registrationTime integer not null, \
+             deriver text, narSize integer, ultimate integer, sigs text, ca text);
+             create table Refs (referrer integer not null, reference integer not null, \
+             primary key (referrer, reference));",
+        )
+        .unwrap();
+        for path in paths {
+            conn.execute(
+                "insert into ValidPaths (path, hash, registrationTime) values (?1, 'sha256:0', 1)",
+                [path],
+            )
+            .unwrap();
+        }
+        for (from, to) in refs {
+            conn.execute(
+                "insert into Refs select a.id, b.id from ValidPaths a, ValidPaths b \
+                 where a.path = ?1 and b.path = ?2",
+                [from, to],
+            )
+            .unwrap();
+        }
+        db
+    }
+
+    fn p(s: &str) -> StorePath {
+        StorePath::parse(s).unwrap()
+    }
+
+    #[test]
+    fn closure_follows_references_transitively_and_includes_self_references() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = fixture_db(
+            dir.path(),
+            &[HELLO, GLIBC, LIBGCC],
+            &[
+                (HELLO, HELLO),
+                (HELLO, GLIBC),
+                (GLIBC, LIBGCC),
+                (LIBGCC, GLIBC),
+            ],
+        );
+        let closure = NixDb::open(db).unwrap().closure(&[p(HELLO)]).unwrap();
+        assert_eq!(
+            closure.into_iter().collect::<Vec<_>>(),
+            vec![p(HELLO), p(GLIBC), p(LIBGCC)]
+        );
+    }
+
+    #[test]
+    fn unregistered_root_is_named_in_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = fixture_db(dir.path(), &[GLIBC], &[]);
+        let error = NixDb::open(db).unwrap().closure(&[p(HELLO)]).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!("store path {HELLO} is not on this node (not registered in the Nix database)")
+        );
+    }
+
+    #[test]
+    fn missing_database_is_a_clear_error() {
+        let error = NixDb::open("/nonexistent/db.sqlite").err().unwrap();
+        assert_eq!(
+            error.to_string(),
+            "no Nix database at /nonexistent/db.sqlite: this node cannot tell which store paths are valid"
+        );
+    }
+}

@@ -1,0 +1,327 @@
+//! A test node: scratch directory, nixlet shim, node config, private containerd with imported
+//! images, Nix fixtures and a CRI client, torn down completely when dropped, on success, failure
+//! or panic alike.
+
+use std::cell::Cell;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::thread::sleep;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use nix::sys::signal::Signal;
+
+use crate::containerd::{Containerd, LaunchSpec};
+use crate::containerd_config::ContainerdPaths;
+use crate::cri::{Cri, PodSpec};
+use crate::images::{self, BUSYBOX_IMAGE};
+use crate::mounts::{self, MountEntry};
+use crate::nix_fixture::{Fixture, FixtureDir};
+use crate::node_config::{self, EnvironmentSource};
+use crate::scratch::Scratch;
+use crate::shim_build::{self, SHIM_BINARY};
+use crate::{cgroups, prereq, procs, wait};
+
+pub struct TestNode {
+    test: String,
+    containerd_paths: ContainerdPaths,
+    cgroup_parent: String,
+    pods_made: Cell<u32>,
+    cri: Option<Cri>,
+    containerd: Option<Containerd>,
+    environments: Option<EnvironmentSource>,
+    fixtures: Option<FixtureDir>,
+    /// Removed last: everything above lives in it.
+    scratch: Option<Scratch>,
+}
+
+impl TestNode {
+    /// Starts a node for `test`, or returns `None` after printing why this host cannot (a panic
+    /// in CI instead, see [`prereq::ready`]). Panics if a present host fails to start one.
+    pub fn start_or_skip(test: &str) -> Option<Self> {
+        if !prereq::ready(test) {
+            return None;
+        }
+        match Self::start(test) {
+            Ok(node) => Some(node),
+            Err(e) => panic!("{test}: starting the test node failed: {e:#}"),
+        }
+    }
+
+    /// Runs `body` on a fresh node (or skips, see [`Self::start_or_skip`]), then tears the node
+    /// down and checks that nothing is left. An error fails the test with containerd's log tail.
+    pub fn run_test(test: &str, body: impl FnOnce(&mut TestNode) -> Result<()>) {
+        let Some(mut node) = Self::start_or_skip(test) else {
+            return;
+        };
+        if let Err(e) = body(&mut node) {
+            // The node's Drop prints containerd's log tail while this panic unwinds.
+            panic!("{test}: {e:#}");
+        }
+        if let Err(e) = node.finish() {
+            panic!("{test}: unclean teardown: {e:#}");
+        }
+    }
+
+    pub fn start(test: &str) -> Result<Self> {
+        let scratch = Scratch::new()?;
+        let suffix = scratch
+            .path()
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("node")
+            .to_owned();
+        let mut node = Self {
+            test: test.to_owned(),
+            containerd_paths: ContainerdPaths::under(&scratch.path().join("containerd")),
+            cgroup_parent: format!("/{suffix}"),
+            pods_made: Cell::new(0),
+            cri: None,
+            containerd: None,
+            environments: None,
+            fixtures: None,
+            scratch: Some(scratch),
+        };
+        // On error `node` is dropped here, which tears down whatever was already started.
+        node.boot().map_err(|e| {
+            let tail = node.containerd_log_tail(40);
+            e.context(format!("containerd log tail:\n{tail}"))
+        })?;
+        Ok(node)
+    }
+
+    fn boot(&mut self) -> Result<()> {
+        let scratch = self.scratch.as_ref().expect("scratch exists until cleanup");
+        let shim_dir = scratch.subdir("bin")?;
+        let shim = shim_build::shim_binary()?;
+        fs::copy(&shim, shim_dir.join(SHIM_BINARY))
+            .with_context(|| format!("copying {}", shim.display()))?;
+
+        let environments = EnvironmentSource::new(&scratch.subdir("environments")?)?;
+        let nixlet_config = scratch.path().join("nixlet-config.toml");
+        node_config::write_node_config(&nixlet_config, environments.root())?;
+        self.environments = Some(environments);
+        self.fixtures = Some(FixtureDir::prepare(&scratch.subdir("nix")?)?);
+        let images_dir = scratch.subdir("images")?;
+
+        let spec = LaunchSpec {
+            paths: self.containerd_paths.clone(),
+            shim_dir,
+            nixlet_config,
+        };
+        self.containerd = Some(Containerd::start(spec, BUSYBOX_IMAGE)?);
+        self.connect_cri()?;
+        images::build_and_import(&images_dir, &self.containerd_paths.address)?;
+        Ok(())
+    }
+
+    /// Waits until the CRI plugin answers Version, then keeps that connection.
+    fn connect_cri(&mut self) -> Result<()> {
+        let address = self.containerd_paths.address.clone();
+        let containerd = self.containerd.as_mut().context("containerd not started")?;
+        let cri = wait::poll(
+            "the CRI socket to answer",
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            || {
+                containerd.check_running()?;
+                Ok(Cri::connect(&address)
+                    .and_then(|cri| cri.version().map(|_| cri))
+                    .ok())
+            },
+        )?;
+        self.cri = Some(cri);
+        Ok(())
+    }
+
+    pub fn cri(&self) -> &Cri {
+        self.cri
+            .as_ref()
+            .expect("CRI is connected while the node runs")
+    }
+
+    /// A pod spec under `handler` with a unique uid, its own log directory, and the node's
+    /// cgroup parent (so cleanup can remove its cgroups).
+    pub fn pod(&self, name: &str, handler: &str) -> PodSpec {
+        let n = self.pods_made.get() + 1;
+        self.pods_made.set(n);
+        let scratch = self.scratch.as_ref().expect("scratch exists until cleanup");
+        PodSpec {
+            name: name.to_owned(),
+            uid: format!("{}-{n}", self.cgroup_parent.trim_start_matches('/')),
+            handler: handler.to_owned(),
+            annotations: Default::default(),
+            log_directory: scratch.path().join("pod-logs").join(format!("{name}-{n}")),
+            cgroup_parent: self.cgroup_parent.clone(),
+        }
+    }
+
+    /// Publishes an environment in the node's `dir` source.
+    pub fn publish(&self, reference: &str, generation: u32, manifest: &str) -> Result<()> {
+        self.environments
+            .as_ref()
+            .context("node is torn down")?
+            .publish(reference, generation, manifest)
+    }
+
+    /// Builds (or reuses) the Nix fixture paths for `tag`, rooted in this node's scratch dir.
+    pub fn fixture(&self, tag: &str) -> Result<Fixture> {
+        self.fixtures
+            .as_ref()
+            .context("node is torn down")?
+            .build(tag)
+    }
+
+    /// A valid store path that is not on this node.
+    pub fn unbuilt_store_path(&self, tag: &str) -> Result<String> {
+        self.fixtures
+            .as_ref()
+            .context("node is torn down")?
+            .unbuilt_hello(tag)
+    }
+
+    /// The task bundle directory of a container (its rootfs is mounted below it while it runs).
+    pub fn bundle(&self, container_id: &str) -> PathBuf {
+        self.containerd_paths.bundle(container_id)
+    }
+
+    /// Host mounts below a container's bundle directory.
+    pub fn mounts_of(&self, container_id: &str) -> Result<Vec<MountEntry>> {
+        mounts::under(&self.bundle(container_id))
+    }
+
+    pub fn containerd_address(&self) -> &Path {
+        &self.containerd_paths.address
+    }
+
+    pub fn containerd_pid(&self) -> Option<u32> {
+        self.containerd.as_ref().and_then(Containerd::pid)
+    }
+
+    /// Kills containerd (SIGKILL: the shims see a crash) and starts it again with the same
+    /// config; returns once the CRI answers again.
+    pub fn restart_containerd(&mut self) -> Result<()> {
+        self.cri = None;
+        self.containerd
+            .as_mut()
+            .context("containerd not started")?
+            .restart()?;
+        self.connect_cri()
+    }
+
+    pub fn containerd_log(&self) -> String {
+        self.containerd
+            .as_ref()
+            .map(Containerd::log)
+            .unwrap_or_default()
+    }
+
+    pub fn containerd_log_tail(&self, lines: usize) -> String {
+        self.containerd
+            .as_ref()
+            .map(|c| c.log_tail(lines))
+            .unwrap_or_default()
+    }
+
+    /// Tears the node down now and checks that nothing is left: no shim of this containerd, no
+    /// mount below the scratch directory, no scratch directory.
+    pub fn finish(mut self) -> Result<()> {
+        let dir = self.scratch.as_ref().map(|s| s.path().to_path_buf());
+        let tail = self.containerd_log_tail(40);
+        let problems = self.teardown();
+        self.check_clean(dir, problems)
+            .with_context(|| format!("containerd log tail:\n{tail}"))
+    }
+
+    fn check_clean(&self, dir: Option<PathBuf>, problems: Vec<String>) -> Result<()> {
+        let shims = procs::shims_of(&self.containerd_paths.address.display().to_string());
+        if !shims.is_empty() {
+            bail!("shims still running after teardown: {shims:?}");
+        }
+        if let Some(dir) = dir {
+            let left = mounts::under(&dir)?;
+            if !left.is_empty() {
+                bail!("mounts left after teardown: {left:?}");
+            }
+            if dir.exists() {
+                bail!("{} still exists after teardown", dir.display());
+            }
+        }
+        if !problems.is_empty() {
+            bail!("teardown problems: {}", problems.join("; "));
+        }
+        Ok(())
+    }
+
+    /// Stops and removes all pods through CRI, kills containerd, kills its shims and whatever
+    /// runs below them, removes the node's cgroups, unmounts and removes the scratch directory.
+    /// Idempotent; returns what went wrong (cleanup carries on regardless).
+    fn teardown(&mut self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Some(cri) = self.cri.take() {
+            problems.extend(cri.remove_all_pods());
+        }
+        if let Some(mut containerd) = self.containerd.take() {
+            containerd.kill(Signal::SIGTERM, Duration::from_secs(5));
+        }
+        let address = self.containerd_paths.address.display().to_string();
+        // Shims of removed pods exit on their own, shortly after RemovePodSandbox returns.
+        let _ = wait::poll(
+            "shims to exit",
+            Duration::from_secs(3),
+            Duration::from_millis(50),
+            || Ok(procs::shims_of(&address).is_empty().then_some(())),
+        );
+        let leftovers = procs::with_descendants(&procs::shims_of(&address));
+        if !leftovers.is_empty() {
+            problems.push(format!("killed leftover shim processes {leftovers:?}"));
+            procs::kill_all(leftovers.iter().copied());
+            let gone = wait::poll(
+                "leftover shims to die",
+                Duration::from_secs(5),
+                Duration::from_millis(50),
+                || Ok(leftovers.iter().all(|p| !procs::alive(*p)).then_some(())),
+            );
+            if let Err(e) = gone {
+                problems.push(format!("{e:#}"));
+            }
+        }
+        self.remove_cgroups(&mut problems);
+        self.environments = None;
+        self.fixtures = None;
+        // Scratch's own drop unmounts what is left below it and removes it.
+        self.scratch = None;
+        problems
+    }
+
+    /// Killed processes leave their cgroups busy for a moment; retry briefly.
+    fn remove_cgroups(&self, problems: &mut Vec<String>) {
+        let mut left = cgroups::remove_tree(&self.cgroup_parent);
+        for _ in 0..20 {
+            if left.is_empty() {
+                return;
+            }
+            sleep(Duration::from_millis(100));
+            left = cgroups::remove_tree(&self.cgroup_parent);
+        }
+        problems.push(format!("cgroups left: {left:?}"));
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        if self.scratch.is_none() {
+            return;
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "---- {}: containerd log tail ----\n{}\n---- end of containerd log ----",
+                self.test,
+                self.containerd_log_tail(80)
+            );
+        }
+        for problem in self.teardown() {
+            eprintln!("{}: cleanup: {problem}", self.test);
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! What the nixlet shim reads on the node: the node config (`NIXLET_CONFIG`) and a `dir`
+//! environment source laid out as `<root>/<owner>/<name>/<generation>/manifest.toml`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{ensure, Context, Result};
+
+/// The Nix system string of this host, as manifests and the node config name it.
+pub fn host_system() -> String {
+    format!("{}-linux", std::env::consts::ARCH)
+}
+
+/// Writes the node config: one `dir` source at `env_root`, runc as the OCI runtime.
+pub fn write_node_config(path: &Path, env_root: &Path) -> Result<()> {
+    let text = format!(
+        r#"system = "{system}"
+nix_db = "/nix/var/nix/db/db.sqlite"
+
+[runtime]
+binary_name = "runc"
+
+[[sources]]
+kind = "dir"
+root = "{root}"
+"#,
+        system = host_system(),
+        root = env_root.display(),
+    );
+    fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+/// A `dir` environment source the test fills.
+pub struct EnvironmentSource {
+    root: PathBuf,
+}
+
+impl EnvironmentSource {
+    pub fn new(root: &Path) -> Result<Self> {
+        fs::create_dir_all(root)?;
+        Ok(Self {
+            root: root.to_path_buf(),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Publishes `manifest` as generation `generation` of `reference` (`owner/name`).
+    pub fn publish(&self, reference: &str, generation: u32, manifest: &str) -> Result<()> {
+        let (owner, name) = reference
+            .split_once('/')
+            .with_context(|| format!("{reference:?} is not owner/name"))?;
+        ensure!(
+            !owner.is_empty() && !name.contains('/'),
+            "bad reference {reference:?}"
+        );
+        let dir = self
+            .root
+            .join(owner)
+            .join(name)
+            .join(generation.to_string());
+        fs::create_dir_all(&dir)?;
+        fs::write(dir.join("manifest.toml"), manifest)?;
+        Ok(())
+    }
+}
+
+/// A `version = 1` manifest with store-path installs and `[vars]`, values quoted as TOML basic
+/// strings (the values used by the tests contain no quote or backslash).
+pub fn manifest(installs: &[(&str, &str)], vars: &[(&str, &str)]) -> String {
+    let mut text = String::from("version = 1\n\n[install]\n");
+    for (id, store_path) in installs {
+        text.push_str(&format!("{id}.store-path = \"{store_path}\"\n"));
+    }
+    text.push_str("\n[vars]\n");
+    for (name, value) in vars {
+        text.push_str(&format!("{name} = \"{value}\"\n"));
+    }
+    text
+}

@@ -1,0 +1,72 @@
+//! Builds `containerd-shim-nixlet-v2` from this workspace, so that `cargo test` alone runs the
+//! current shim. Done once per test process; every test node then copies the binary into its own
+//! PATH directory, so a rebuild by someone else mid-run does not swap it under containerd.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use anyhow::{anyhow, bail, Context, Result};
+
+pub const SHIM_BINARY: &str = "containerd-shim-nixlet-v2";
+const SHIM_PACKAGE: &str = "nixlet-shim";
+
+/// The workspace root: this crate lives in `<root>/tests`.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the e2e crate sits inside the workspace")
+        .to_path_buf()
+}
+
+/// The cargo that runs this test (cargo sets `CARGO` for test processes), else the one on PATH.
+fn cargo() -> String {
+    env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
+}
+
+/// The workspace's target directory as cargo resolves it (honours CARGO_TARGET_DIR and config).
+pub fn target_dir() -> Result<PathBuf> {
+    let out = Command::new(cargo())
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .current_dir(workspace_root())
+        .output()
+        .context("running cargo metadata")?;
+    if !out.status.success() {
+        bail!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let dir = meta["target_directory"]
+        .as_str()
+        .ok_or_else(|| anyhow!("cargo metadata has no target_directory"))?;
+    Ok(PathBuf::from(dir))
+}
+
+/// Path of the freshly built shim binary (built at most once per process).
+pub fn shim_binary() -> Result<PathBuf> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| build().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow!(e))
+}
+
+fn build() -> Result<PathBuf> {
+    eprintln!("nixlet-e2e: building {SHIM_PACKAGE}");
+    let status = Command::new(cargo())
+        .args(["build", "-p", SHIM_PACKAGE, "--bin", SHIM_BINARY])
+        .current_dir(workspace_root())
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("cargo build -p {SHIM_PACKAGE} failed ({status})");
+    }
+    let binary = target_dir()?.join("debug").join(SHIM_BINARY);
+    if !binary.is_file() {
+        bail!("{} was not produced by the build", binary.display());
+    }
+    Ok(binary)
+}
