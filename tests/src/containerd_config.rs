@@ -40,11 +40,14 @@ impl ContainerdPaths {
         }
     }
 
-    /// The bundle directory the v2 runtime creates for a task in the CRI namespace.
+    /// Where the v2 runtime creates task bundles for the CRI namespace.
+    pub fn bundles(&self) -> PathBuf {
+        self.state.join("io.containerd.runtime.v2.task/k8s.io")
+    }
+
+    /// The bundle directory of one task.
     pub fn bundle(&self, container_id: &str) -> PathBuf {
-        self.state
-            .join("io.containerd.runtime.v2.task/k8s.io")
-            .join(container_id)
+        self.bundles().join(container_id)
     }
 }
 

@@ -5,12 +5,19 @@
 //! A test builds a [`node::TestNode`]; dropping it (pass, fail or panic) stops every pod, kills
 //! containerd and the shims it started, unmounts everything below the node's scratch directory and
 //! removes it.
+//!
+//! Run as root on a host prepared by `scripts/install-deps.sh`:
+//! `cargo test -p nixlet-e2e -- --nocapture`. The harness builds `nixlet-shim` itself. Without
+//! root or the host tools a test prints `skipping: <why>`, unless `CI=true`, where that fails.
+//! Each node's containerd log (which carries the shims' logs) is kept as
+//! `<target>/nixlet-e2e-logs/<test>.containerd.log`; a failing test prints its tail.
 
 pub mod cgroups;
 pub mod containerd;
 pub mod containerd_config;
 pub mod cri;
 pub mod images;
+pub mod leftovers;
 pub mod mounts;
 pub mod nix_fixture;
 pub mod node;
@@ -19,4 +26,5 @@ pub mod prereq;
 pub mod procs;
 pub mod scratch;
 pub mod shim_build;
+pub mod sweep;
 pub mod wait;

@@ -30,6 +30,31 @@ pub fn parent(pid: i32) -> Option<i32> {
     after_comm.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// `<pid> <start time>`: names one process for good, since pids get reused but not together
+/// with the start time (field 22 of `/proc/<pid>/stat`, in clock ticks since boot).
+pub fn identity(pid: i32) -> Option<String> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    let start_time = after_comm.split_whitespace().nth(19)?;
+    Some(format!("{pid} {start_time}"))
+}
+
+/// Whether the process named by an [`identity`] still runs.
+pub fn identity_alive(identity: &str) -> bool {
+    let pid = identity.split(' ').next().and_then(|p| p.parse().ok());
+    pid.and_then(self::identity).as_deref() == Some(identity)
+}
+
+/// Pids whose argv contains `flag` immediately followed by `value`.
+pub fn with_arg(flag: &str, value: &str) -> Vec<i32> {
+    all_pids()
+        .into_iter()
+        .filter(|pid| {
+            cmdline(*pid).is_some_and(|argv| argv.windows(2).any(|w| w[0] == flag && w[1] == value))
+        })
+        .collect()
+}
+
 /// Every pid currently listed in `/proc`.
 pub fn all_pids() -> Vec<i32> {
     let Ok(entries) = fs::read_dir("/proc") else {
@@ -109,6 +134,13 @@ mod tests {
         assert!(!is_shim_of(&shim, "/run/containerd/containerd.sock"));
         let other = argv("/usr/bin/containerd --address /tmp/x/c.sock");
         assert!(!is_shim_of(&other, "/tmp/x/c.sock"));
+    }
+
+    #[test]
+    fn our_identity_is_alive_and_a_made_up_one_is_not() {
+        let me = identity(std::process::id() as i32).unwrap();
+        assert!(identity_alive(&me));
+        assert!(!identity_alive(&format!("{} 1", std::process::id())));
     }
 
     #[test]

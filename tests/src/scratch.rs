@@ -7,21 +7,30 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::mounts;
+use crate::{mounts, procs};
+
+/// Scratch directories are `/tmp/nixlet-e2e-*`. Not under `$TMPDIR` or the target dir: the
+/// containerd socket lives there and a unix socket path must stay under 108 bytes.
+pub const PARENT: &str = "/tmp";
+pub const PREFIX: &str = "nixlet-e2e-";
+
+/// File in a scratch dir naming the test process that owns it (see [`procs::identity`]).
+const OWNER_FILE: &str = "owner";
 
 pub struct Scratch {
     dir: PathBuf,
 }
 
 impl Scratch {
-    /// Creates a fresh directory under /tmp. Not under `$TMPDIR` or the target dir: the
-    /// containerd socket lives here and a unix socket path must stay under 108 bytes.
+    /// Creates a fresh directory owned by this process.
     pub fn new() -> Result<Self> {
         let dir = tempfile::Builder::new()
-            .prefix("nixlet-e2e-")
-            .tempdir_in("/tmp")
-            .context("creating a scratch directory under /tmp")?
+            .prefix(PREFIX)
+            .tempdir_in(PARENT)
+            .with_context(|| format!("creating a scratch directory under {PARENT}"))?
             .keep();
+        let me = procs::identity(std::process::id() as i32).context("reading our own /proc")?;
+        fs::write(dir.join(OWNER_FILE), me)?;
         Ok(Self { dir })
     }
 
@@ -49,4 +58,21 @@ impl Drop for Scratch {
             );
         }
     }
+}
+
+/// Scratch directories whose owning test process is gone (killed before its cleanup ran).
+/// Directories without an owner file are left alone: they may be in the making.
+pub fn abandoned() -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(PARENT) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(PREFIX))
+        .map(|e| e.path())
+        .filter(|dir| {
+            fs::read_to_string(dir.join(OWNER_FILE))
+                .is_ok_and(|owner| !procs::identity_alive(owner.trim()))
+        })
+        .collect()
 }

@@ -25,8 +25,16 @@ fn cargo() -> String {
     env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
 }
 
-/// The workspace's target directory as cargo resolves it (honours CARGO_TARGET_DIR and config).
+/// The workspace's target directory as cargo resolves it (honours CARGO_TARGET_DIR and config);
+/// asked once per process.
 pub fn target_dir() -> Result<PathBuf> {
+    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    DIR.get_or_init(|| query_target_dir().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow!(e))
+}
+
+fn query_target_dir() -> Result<PathBuf> {
     let out = Command::new(cargo())
         .args(["metadata", "--format-version", "1", "--no-deps"])
         .current_dir(workspace_root())
@@ -45,8 +53,19 @@ pub fn target_dir() -> Result<PathBuf> {
     Ok(PathBuf::from(dir))
 }
 
-/// Path of the freshly built shim binary (built at most once per process).
+/// Names a prebuilt shim binary to test instead of building one (e.g. a release build).
+pub const SHIM_OVERRIDE_ENV: &str = "NIXLET_E2E_SHIM";
+
+/// Path of the shim binary to test: `$NIXLET_E2E_SHIM` if set, else freshly built (at most once
+/// per process).
 pub fn shim_binary() -> Result<PathBuf> {
+    if let Some(prebuilt) = env::var_os(SHIM_OVERRIDE_ENV) {
+        let prebuilt = PathBuf::from(prebuilt);
+        if !prebuilt.is_file() {
+            bail!("{SHIM_OVERRIDE_ENV}={} is not a file", prebuilt.display());
+        }
+        return Ok(prebuilt);
+    }
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     BUILT
         .get_or_init(|| build().map_err(|e| format!("{e:#}")))

@@ -1,5 +1,5 @@
-//! Checks of the harness itself, under the plain runc handler only: they pass without the nixlet
-//! shim, so a red run here points at the host or the harness, not at nixlet.
+//! Checks of the harness itself, under the plain runc handler and without the nixlet shim, so a
+//! red run here points at the host or the harness, not at nixlet.
 
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use nixlet_e2e::node::TestNode;
 /// fixture's closure is complete and the empty image is usable.
 #[test]
 fn empty_image_runs_a_closure_mounted_by_cri() {
-    TestNode::run_test("empty_image_runs_a_closure_mounted_by_cri", |node| {
+    TestNode::run_runc_test("empty_image_runs_a_closure_mounted_by_cri", |node| {
         let fixture = node.fixture("harness")?;
         let cri = node.cri();
         let pod = cri.run_pod(&node.pod("harness-empty", RUNC_HANDLER))?;
@@ -24,7 +24,10 @@ fn empty_image_runs_a_closure_mounted_by_cri() {
             hello = hello.mount_ro(&path, &path);
         }
         let (code, out) = cri.run_to_exit(&pod, &hello)?;
-        assert_eq!((code, out.as_str()), (0, expected_hello_output("harness").as_str()));
+        assert_eq!(
+            (code, out.as_str()),
+            (0, expected_hello_output("harness").as_str())
+        );
         Ok(())
     });
 }
@@ -32,11 +35,14 @@ fn empty_image_runs_a_closure_mounted_by_cri() {
 /// A busybox pod under runc: log capture, exit codes, ExecSync, stop and removal.
 #[test]
 fn busybox_pod_under_runc() {
-    TestNode::run_test("busybox_pod_under_runc", |node| {
+    TestNode::run_runc_test("busybox_pod_under_runc", |node| {
         let cri = node.cri();
         let pod = cri.run_pod(&node.pod("harness-busybox", RUNC_HANDLER))?;
-        let echo = ContainerSpec::new("echo", BUSYBOX_IMAGE)
-            .command(&["sh", "-c", "echo one; echo two >&2; echo three; exit 3"]);
+        let echo = ContainerSpec::new("echo", BUSYBOX_IMAGE).command(&[
+            "sh",
+            "-c",
+            "echo one; echo two >&2; echo three; exit 3",
+        ]);
         let (code, out) = cri.run_to_exit(&pod, &echo)?;
         assert_eq!((code, out.as_str()), (3, "one\nthree\n"));
 
@@ -44,7 +50,10 @@ fn busybox_pod_under_runc() {
         let id = cri.run_container(&pod, &sleeper)?;
         let exec = cri.exec_sync(&id, &["sh", "-c", "echo $PATH; exit 7"])?;
         assert_eq!((exec.exit_code, exec.stdout.as_str()), (7, "/bin\n"));
-        assert!(!node.mounts_of(&id)?.is_empty(), "a running container has its rootfs mounted");
+        assert!(
+            !node.mounts_of(&id)?.is_empty(),
+            "a running container has its rootfs mounted"
+        );
 
         cri.stop_container(&id)?;
         assert_eq!(cri.wait_exit(&id, Duration::from_secs(10))?, 137);

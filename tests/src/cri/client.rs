@@ -257,6 +257,14 @@ impl Cri {
             .collect())
     }
 
+    /// Ids of every container containerd knows in the CRI namespace.
+    pub fn container_ids(&self) -> Result<Vec<String>> {
+        let response = self.call("ListContainers", |mut c| async move {
+            c.list_containers(ListContainersRequest::default()).await
+        })?;
+        Ok(response.containers.into_iter().map(|c| c.id).collect())
+    }
+
     pub fn pod_ids(&self) -> Result<Vec<String>> {
         let response = self.call("ListPodSandbox", |mut c| async move {
             c.list_pod_sandbox(ListPodSandboxRequest::default()).await

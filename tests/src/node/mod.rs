@@ -5,11 +5,9 @@
 use std::cell::Cell;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::thread::sleep;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use nix::sys::signal::Signal;
 
 use crate::containerd::{Containerd, LaunchSpec};
 use crate::containerd_config::ContainerdPaths;
@@ -20,7 +18,18 @@ use crate::nix_fixture::{Fixture, FixtureDir};
 use crate::node_config::{self, EnvironmentSource};
 use crate::scratch::Scratch;
 use crate::shim_build::{self, SHIM_BINARY};
-use crate::{cgroups, prereq, procs, wait};
+use crate::{prereq, sweep, wait};
+
+mod teardown;
+
+/// Whether a node gets the nixlet shim on containerd's PATH.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shim {
+    /// Built from this workspace (`cargo build -p nixlet-shim`) and installed.
+    Built,
+    /// Not installed: the nixlet handler fails, runc works.
+    Absent,
+}
 
 pub struct TestNode {
     test: String,
@@ -38,20 +47,31 @@ pub struct TestNode {
 impl TestNode {
     /// Starts a node for `test`, or returns `None` after printing why this host cannot (a panic
     /// in CI instead, see [`prereq::ready`]). Panics if a present host fails to start one.
-    pub fn start_or_skip(test: &str) -> Option<Self> {
+    pub fn start_or_skip(test: &str, shim: Shim) -> Option<Self> {
         if !prereq::ready(test) {
             return None;
         }
-        match Self::start(test) {
+        match Self::start(test, shim) {
             Ok(node) => Some(node),
             Err(e) => panic!("{test}: starting the test node failed: {e:#}"),
         }
     }
 
-    /// Runs `body` on a fresh node (or skips, see [`Self::start_or_skip`]), then tears the node
-    /// down and checks that nothing is left. An error fails the test with containerd's log tail.
+    /// Runs `body` on a fresh node with the nixlet shim (or skips, see [`Self::start_or_skip`]),
+    /// then tears the node down and checks that nothing is left. An error fails the test with
+    /// containerd's log tail.
     pub fn run_test(test: &str, body: impl FnOnce(&mut TestNode) -> Result<()>) {
-        let Some(mut node) = Self::start_or_skip(test) else {
+        Self::run_with(test, Shim::Built, body);
+    }
+
+    /// Like [`Self::run_test`] on a node without the nixlet shim (only the runc handler works):
+    /// for checks of the harness that must not depend on the state of the shim.
+    pub fn run_runc_test(test: &str, body: impl FnOnce(&mut TestNode) -> Result<()>) {
+        Self::run_with(test, Shim::Absent, body);
+    }
+
+    fn run_with(test: &str, shim: Shim, body: impl FnOnce(&mut TestNode) -> Result<()>) {
+        let Some(mut node) = Self::start_or_skip(test, shim) else {
             return;
         };
         if let Err(e) = body(&mut node) {
@@ -63,7 +83,8 @@ impl TestNode {
         }
     }
 
-    pub fn start(test: &str) -> Result<Self> {
+    pub fn start(test: &str, shim: Shim) -> Result<Self> {
+        sweep::sweep_abandoned_nodes();
         let scratch = Scratch::new()?;
         let suffix = scratch
             .path()
@@ -83,19 +104,21 @@ impl TestNode {
             scratch: Some(scratch),
         };
         // On error `node` is dropped here, which tears down whatever was already started.
-        node.boot().map_err(|e| {
+        if let Err(e) = node.boot(shim) {
             let tail = node.containerd_log_tail(40);
-            e.context(format!("containerd log tail:\n{tail}"))
-        })?;
+            bail!("{e:#}\n---- containerd log tail ----\n{tail}");
+        }
         Ok(node)
     }
 
-    fn boot(&mut self) -> Result<()> {
+    fn boot(&mut self, shim: Shim) -> Result<()> {
         let scratch = self.scratch.as_ref().expect("scratch exists until cleanup");
         let shim_dir = scratch.subdir("bin")?;
-        let shim = shim_build::shim_binary()?;
-        fs::copy(&shim, shim_dir.join(SHIM_BINARY))
-            .with_context(|| format!("copying {}", shim.display()))?;
+        if shim == Shim::Built {
+            let binary = shim_build::shim_binary()?;
+            fs::copy(&binary, shim_dir.join(SHIM_BINARY))
+                .with_context(|| format!("copying {}", binary.display()))?;
+        }
 
         let environments = EnvironmentSource::new(&scratch.subdir("environments")?)?;
         let nixlet_config = scratch.path().join("nixlet-config.toml");
@@ -202,10 +225,14 @@ impl TestNode {
     /// config; returns once the CRI answers again.
     pub fn restart_containerd(&mut self) -> Result<()> {
         self.cri = None;
-        self.containerd
-            .as_mut()
-            .context("containerd not started")?
-            .restart()?;
+        let containerd = self.containerd.as_mut().context("containerd not started")?;
+        let before = containerd.pid();
+        containerd.restart()?;
+        eprintln!(
+            "{}: containerd restarted (pid {before:?} -> {:?})",
+            self.test,
+            containerd.pid()
+        );
         self.connect_cri()
     }
 
@@ -222,90 +249,6 @@ impl TestNode {
             .map(|c| c.log_tail(lines))
             .unwrap_or_default()
     }
-
-    /// Tears the node down now and checks that nothing is left: no shim of this containerd, no
-    /// mount below the scratch directory, no scratch directory.
-    pub fn finish(mut self) -> Result<()> {
-        let dir = self.scratch.as_ref().map(|s| s.path().to_path_buf());
-        let tail = self.containerd_log_tail(40);
-        let problems = self.teardown();
-        self.check_clean(dir, problems)
-            .with_context(|| format!("containerd log tail:\n{tail}"))
-    }
-
-    fn check_clean(&self, dir: Option<PathBuf>, problems: Vec<String>) -> Result<()> {
-        let shims = procs::shims_of(&self.containerd_paths.address.display().to_string());
-        if !shims.is_empty() {
-            bail!("shims still running after teardown: {shims:?}");
-        }
-        if let Some(dir) = dir {
-            let left = mounts::under(&dir)?;
-            if !left.is_empty() {
-                bail!("mounts left after teardown: {left:?}");
-            }
-            if dir.exists() {
-                bail!("{} still exists after teardown", dir.display());
-            }
-        }
-        if !problems.is_empty() {
-            bail!("teardown problems: {}", problems.join("; "));
-        }
-        Ok(())
-    }
-
-    /// Stops and removes all pods through CRI, kills containerd, kills its shims and whatever
-    /// runs below them, removes the node's cgroups, unmounts and removes the scratch directory.
-    /// Idempotent; returns what went wrong (cleanup carries on regardless).
-    fn teardown(&mut self) -> Vec<String> {
-        let mut problems = Vec::new();
-        if let Some(cri) = self.cri.take() {
-            problems.extend(cri.remove_all_pods());
-        }
-        if let Some(mut containerd) = self.containerd.take() {
-            containerd.kill(Signal::SIGTERM, Duration::from_secs(5));
-        }
-        let address = self.containerd_paths.address.display().to_string();
-        // Shims of removed pods exit on their own, shortly after RemovePodSandbox returns.
-        let _ = wait::poll(
-            "shims to exit",
-            Duration::from_secs(3),
-            Duration::from_millis(50),
-            || Ok(procs::shims_of(&address).is_empty().then_some(())),
-        );
-        let leftovers = procs::with_descendants(&procs::shims_of(&address));
-        if !leftovers.is_empty() {
-            problems.push(format!("killed leftover shim processes {leftovers:?}"));
-            procs::kill_all(leftovers.iter().copied());
-            let gone = wait::poll(
-                "leftover shims to die",
-                Duration::from_secs(5),
-                Duration::from_millis(50),
-                || Ok(leftovers.iter().all(|p| !procs::alive(*p)).then_some(())),
-            );
-            if let Err(e) = gone {
-                problems.push(format!("{e:#}"));
-            }
-        }
-        self.remove_cgroups(&mut problems);
-        self.environments = None;
-        self.fixtures = None;
-        // Scratch's own drop unmounts what is left below it and removes it.
-        self.scratch = None;
-        problems
-    }
-
-    /// Killed processes leave their cgroups busy for a moment; retry briefly.
-    fn remove_cgroups(&self, problems: &mut Vec<String>) {
-        let mut left = cgroups::remove_tree(&self.cgroup_parent);
-        for _ in 0..20 {
-            if left.is_empty() {
-                return;
-            }
-            sleep(Duration::from_millis(100));
-            left = cgroups::remove_tree(&self.cgroup_parent);
-        }
-        problems.push(format!("cgroups left: {left:?}"));
-    }
 }
 
 impl Drop for TestNode {
@@ -320,7 +263,8 @@ impl Drop for TestNode {
                 self.containerd_log_tail(80)
             );
         }
-        for problem in self.teardown() {
+        let report = self.teardown();
+        for problem in report.problems.iter().chain(&report.leaks) {
             eprintln!("{}: cleanup: {problem}", self.test);
         }
     }
