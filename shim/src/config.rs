@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use nixlet_manifest::{DirSource, EnvironmentSource};
+use nixlet_manifest::{DirSource, EnvironmentSource, HttpSource, HttpSourceOptions};
 use serde::Deserialize;
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/nixlet/config.toml";
@@ -52,7 +52,18 @@ pub struct RuntimeConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum SourceConfig {
-    Dir { root: PathBuf },
+    Dir {
+        root: PathBuf,
+    },
+    /// The `dir` layout below a base URL; a bearer token file or a netrc file (not both)
+    /// authenticates it.
+    Http {
+        url: String,
+        token_file: Option<PathBuf>,
+        netrc_file: Option<PathBuf>,
+        /// Per request; nixlet's default when absent.
+        timeout_secs: Option<u64>,
+    },
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -126,13 +137,7 @@ impl NodeConfig {
         };
         let defaults = NodeConfig::default();
         for source in &file.sources {
-            let SourceConfig::Dir { root } = source;
-            if !root.is_absolute() {
-                return Err(invalid(format!(
-                    "source root {:?} must be an absolute path",
-                    root.display().to_string()
-                )));
-            }
+            check_source(source).map_err(invalid)?;
         }
         if let Some(binary) = &file.runtime.binary_name {
             if binary.is_empty() {
@@ -160,8 +165,67 @@ impl NodeConfig {
                 SourceConfig::Dir { root } => {
                     Box::new(DirSource::new(root.clone())) as Box<dyn EnvironmentSource>
                 }
+                SourceConfig::Http {
+                    url,
+                    token_file,
+                    netrc_file,
+                    timeout_secs,
+                } => {
+                    let defaults = HttpSourceOptions::default();
+                    let options = HttpSourceOptions {
+                        token_file: token_file.clone(),
+                        netrc_file: netrc_file.clone(),
+                        timeout: timeout_secs
+                            .map(std::time::Duration::from_secs)
+                            .unwrap_or(defaults.timeout),
+                        ..defaults
+                    };
+                    Box::new(HttpSource::new(url.clone(), options))
+                }
             })
             .collect()
+    }
+}
+
+/// What serde cannot check: absolute paths, a usable URL, one kind of credentials.
+fn check_source(source: &SourceConfig) -> Result<(), String> {
+    let absolute = |what: &str, path: &Path| {
+        if path.is_absolute() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{what} {:?} must be an absolute path",
+                path.display().to_string()
+            ))
+        }
+    };
+    match source {
+        SourceConfig::Dir { root } => absolute("source root", root),
+        SourceConfig::Http {
+            url,
+            token_file,
+            netrc_file,
+            timeout_secs,
+        } => {
+            nixlet_manifest::validate_base_url(url).map_err(|error| error.to_string())?;
+            if token_file.is_some() && netrc_file.is_some() {
+                return Err(format!(
+                    "http source {url:?} sets both token_file and netrc_file; choose one"
+                ));
+            }
+            if let Some(path) = token_file {
+                absolute("token_file", path)?;
+            }
+            if let Some(path) = netrc_file {
+                absolute("netrc_file", path)?;
+            }
+            if *timeout_secs == Some(0) {
+                return Err(format!(
+                    "http source {url:?}: timeout_secs must be at least 1"
+                ));
+            }
+            Ok(())
+        }
     }
 }
 
@@ -226,6 +290,90 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("unknown variant `git`"), "{error}");
+    }
+
+    #[test]
+    fn http_source_parses_with_its_options() {
+        let config = parse(
+            r#"
+            [[sources]]
+            kind = "http"
+            url = "https://envs.example.com/nixlet"
+            token_file = "/etc/nixlet/token"
+            timeout_secs = 10
+            [[sources]]
+            kind = "http"
+            url = "http://10.0.0.5:8080"
+            netrc_file = "/etc/nixlet/netrc"
+            [[sources]]
+            kind = "dir"
+            root = "/var/lib/nixlet/environments"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            config.sources,
+            vec![
+                SourceConfig::Http {
+                    url: "https://envs.example.com/nixlet".into(),
+                    token_file: Some("/etc/nixlet/token".into()),
+                    netrc_file: None,
+                    timeout_secs: Some(10),
+                },
+                SourceConfig::Http {
+                    url: "http://10.0.0.5:8080".into(),
+                    token_file: None,
+                    netrc_file: Some("/etc/nixlet/netrc".into()),
+                    timeout_secs: None,
+                },
+                SourceConfig::Dir {
+                    root: "/var/lib/nixlet/environments".into()
+                },
+            ]
+        );
+        let described: Vec<String> = config
+            .environment_sources()
+            .iter()
+            .map(|source| source.describe())
+            .collect();
+        assert_eq!(
+            described,
+            vec![
+                "http https://envs.example.com/nixlet",
+                "http http://10.0.0.5:8080",
+                "dir /var/lib/nixlet/environments"
+            ]
+        );
+    }
+
+    #[test]
+    fn invalid_http_sources_are_rejected() {
+        let error_of = |body: &str| {
+            parse(&format!("[[sources]]\nkind = \"http\"\n{body}"))
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            error_of("url = \"ftp://envs.example.com\""),
+            "node config /etc/nixlet/config.toml: invalid http source url \
+             \"ftp://envs.example.com\": only http and https are supported"
+        );
+        assert_eq!(
+            error_of("url = \"https://e.example.com\"\ntoken_file = \"/t\"\nnetrc_file = \"/n\""),
+            "node config /etc/nixlet/config.toml: http source \"https://e.example.com\" sets \
+             both token_file and netrc_file; choose one"
+        );
+        assert_eq!(
+            error_of("url = \"https://e.example.com\"\ntoken_file = \"token\""),
+            "node config /etc/nixlet/config.toml: token_file \"token\" must be an absolute path"
+        );
+        assert_eq!(
+            error_of("url = \"https://e.example.com\"\ntimeout_secs = 0"),
+            "node config /etc/nixlet/config.toml: http source \"https://e.example.com\": \
+             timeout_secs must be at least 1"
+        );
+        let unknown = error_of("url = \"https://e.example.com\"\ntoken = \"abc\"");
+        assert!(unknown.contains("unknown field `token`"), "{unknown}");
     }
 
     #[test]

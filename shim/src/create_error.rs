@@ -121,9 +121,6 @@ mod tests {
     #[test]
     fn multi_line_causes_become_one_line() {
         let error = std::io::Error::other("TOML parse error at line 1\n  |\n1 | x");
-        assert_eq!(
-            cause_chain(&error),
-            "TOML parse error at line 1 | 1 | x"
-        );
+        assert_eq!(cause_chain(&error), "TOML parse error at line 1 | 1 | x");
     }
 }

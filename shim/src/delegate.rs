@@ -5,13 +5,19 @@
 
 use std::process::Stdio;
 
-use containerd_shim::protos::api::DeleteResponse;
+use std::time::Duration;
+
+use containerd_shim::protos::api::{ConnectRequest, DeleteResponse};
 use containerd_shim::protos::protobuf::Message;
 use containerd_shim::protos::shim_async::{Client, TaskClient};
+use containerd_shim::protos::ttrpc::context::with_timeout;
 use tokio::process::Command;
 
 /// Environment variable through which `start` tells nixlet's daemon where the runc shim listens.
 pub const DELEGATE_ADDRESS_ENV: &str = "NIXLET_DELEGATE_ADDRESS";
+
+/// How long a freshly started runc shim may take to serve its first RPC.
+const SERVING_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DelegateError {
@@ -101,6 +107,25 @@ pub async fn delete(binary: &str, args: &ShimArgs) -> Result<DeleteResponse, Del
         action: "delete",
         detail: error.to_string(),
     })
+}
+
+/// Waits until the runc shim's daemon answers an RPC. Its daemon reads `bundle/address` while it
+/// starts up (and later removes the socket named there); nixlet may overwrite that file with its
+/// own address only after that read, or the runc shim's socket outlives it.
+pub async fn wait_serving(address: &str, id: &str) -> Result<(), DelegateError> {
+    let client = connect(address).await?;
+    let request = ConnectRequest {
+        id: id.to_string(),
+        ..Default::default()
+    };
+    client
+        .connect(with_timeout(SERVING_TIMEOUT.as_nanos() as i64), &request)
+        .await
+        .map(|_| ())
+        .map_err(|source| DelegateError::Connect {
+            address: address.to_string(),
+            source,
+        })
 }
 
 pub async fn connect(address: &str) -> Result<TaskClient, DelegateError> {

@@ -13,6 +13,8 @@ use async_trait::async_trait;
 use containerd_shim::asynchronous::publisher::RemotePublisher;
 use containerd_shim::asynchronous::{spawn, ExitSignal, Shim};
 use containerd_shim::protos::api::DeleteResponse;
+use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
+use containerd_shim::protos::protobuf::MessageField;
 use containerd_shim::{Config, Error, Flags, StartOpts};
 use tokio::io::AsyncReadExt;
 
@@ -29,6 +31,10 @@ const GROUP_ANNOTATIONS: [&str; 2] = [
     "io.containerd.runc.v2.group",
     "io.kubernetes.cri.sandbox-id",
 ];
+
+/// The file the runc shim writes into the bundle at Create (the OCI runtime's root); without it
+/// the runc shim's `delete` fails, because it never created the container.
+const DELEGATE_RUNTIME_FILE: &str = "runtime";
 
 /// How often the daemon checks that its runc shim is still there.
 const DELEGATE_CHECK_INTERVAL: Duration = Duration::from_secs(2);
@@ -71,6 +77,10 @@ impl Shim for NixletShim {
             .await
             .map_err(|error| Error::Other(format!("nixlet: {error}")))?;
 
+        delegate::wait_serving(&delegate_address, &opts.id)
+            .await
+            .map_err(|error| Error::Other(format!("nixlet: {error}")))?;
+
         let grouping = format!("nixlet-{}", group_of_bundle(Path::new("."), &opts.id));
         let address = spawn(
             opts,
@@ -86,6 +96,17 @@ impl Shim for NixletShim {
     async fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
         let config =
             NodeConfig::load().map_err(|error| Error::Other(format!("nixlet: {error}")))?;
+        let bundle = if self.args.bundle.is_empty() {
+            Path::new(".").to_path_buf()
+        } else {
+            Path::new(&self.args.bundle).to_path_buf()
+        };
+        if !bundle.join(DELEGATE_RUNTIME_FILE).exists() {
+            // nixlet refused the Create, so the runc shim never saw this container and has
+            // nothing to clean up; answer as the runc shim does for a container that is gone.
+            tracing::info!(container = %self.args.id, "delete: the runc shim never created this container");
+            return Ok(killed_response());
+        }
         delegate::delete(&config.runtime.delegate_shim, &self.args)
             .await
             .map_err(|error| Error::Other(format!("nixlet: {error}")))
@@ -103,6 +124,22 @@ impl Shim for NixletShim {
             self.exit.clone(),
         ));
         NixletTask::new(delegate_address, self.exit.clone())
+    }
+}
+
+/// What the runc shim answers `delete` with for a container it has no trace of: killed, now.
+fn killed_response() -> DeleteResponse {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    DeleteResponse {
+        exit_status: 128 + libc::SIGKILL as u32,
+        exited_at: MessageField::some(Timestamp {
+            seconds: now.as_secs() as i64,
+            nanos: now.subsec_nanos() as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
     }
 }
 

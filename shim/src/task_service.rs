@@ -29,6 +29,9 @@ use crate::prepare::{prepare_bundle, Prepared};
 use crate::runtime_options::options_for_delegate;
 use crate::spec_rewrite::rewrite_process;
 
+/// Time for the Shutdown answer to reach containerd before the server stops.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
+
 pub struct NixletTask {
     delegate_address: String,
     delegate: OnceCell<TaskClient>,
@@ -166,21 +169,30 @@ impl Task for NixletTask {
     }
 
     async fn shutdown(&self, ctx: &TtrpcContext, req: ShutdownRequest) -> ttrpc::Result<Empty> {
-        let response = self
+        let forwarded = self
             .client()
             .await?
             .shutdown(forward_context(ctx), &req)
-            .await?;
-        // The runc shim exits on Shutdown once it serves no container; so does nixlet.
-        if self
+            .await;
+        // The runc shim exits on Shutdown once it serves no container, sometimes before its
+        // answer reaches nixlet; nixlet then exits too, after answering containerd.
+        let idle = self
             .containers
             .lock()
             .expect("container table poisoned")
-            .is_empty()
-        {
-            self.exit.signal();
+            .is_empty();
+        match forwarded {
+            Ok(response) if !idle => Ok(response),
+            Err(error) if !idle => Err(error),
+            _ => {
+                let exit = self.exit.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(SHUTDOWN_GRACE).await;
+                    exit.signal();
+                });
+                Ok(Empty::new())
+            }
         }
-        Ok(response)
     }
 
     async fn state(&self, ctx: &TtrpcContext, req: StateRequest) -> ttrpc::Result<StateResponse> {
