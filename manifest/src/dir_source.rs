@@ -97,7 +97,7 @@ impl EnvironmentSource for DirSource {
         Ok(Some(LoadedEnvironment {
             reference: reference.clone(),
             generation,
-            manifest_path,
+            location: generation_dir.display().to_string(),
             manifest_toml,
             manifest_lock,
         }))
@@ -248,8 +248,20 @@ mod tests {
         assert_eq!(loaded.manifest_toml, MANIFEST_V2);
         assert_eq!(loaded.manifest_lock, None);
         assert_eq!(
-            loaded.manifest_path,
-            web_dir(&root).join("2").join(MANIFEST_FILE)
+            loaded.manifest_location(),
+            web_dir(&root)
+                .join("2")
+                .join(MANIFEST_FILE)
+                .display()
+                .to_string()
+        );
+        assert_eq!(
+            loaded.lock_location(),
+            web_dir(&root)
+                .join("2")
+                .join(LOCK_FILE)
+                .display()
+                .to_string()
         );
         assert_eq!(loaded.reference, EnvRef::parse("acme/web").unwrap());
     }

@@ -1,23 +1,97 @@
-//! One entry of a manifest's `[install]` table: a store path to put into the environment.
+//! One entry of a manifest's `[install]` table: a package from the Flox catalog
+//! (`pkg-path`), from a flake (`flake`), or a store path given directly (`store-path`).
+//!
+//! Catalog and flake descriptors name a package; only the lock knows its store paths, so a
+//! descriptor alone is not enough to run anything (see `packages.rs`).
 
-use toml::Value;
+use toml::{Table, Value};
 
-use crate::manifest::{as_table, wrong_type, ManifestError};
+use crate::manifest::ManifestError;
 use crate::store_path::StorePath;
+use crate::toml_read::{
+    as_table, join_key, read_non_empty_string, read_priority, read_string, read_string_array,
+    wrong_type,
+};
 
 /// Flox's default: lower numbers win file collisions.
 pub const DEFAULT_PRIORITY: u32 = 5;
 
-/// Descriptor keys of the Flox schema that need the catalog, a lock or Nix; a later version
-/// of nixlet will read them.
-const NOT_YET_SUPPORTED_KEYS: [&str; 5] = ["pkg-path", "flake", "version", "pkg-group", "outputs"];
+/// What Flox writes for "every output" in `outputs = "all"`.
+const ALL_OUTPUTS: &str = "all";
+
+/// The keys that decide a descriptor's kind; exactly one of them must be present.
+const SOURCE_KEYS: [&str; 3] = ["pkg-path", "flake", "store-path"];
+const CATALOG_KEYS: [&str; 6] = [
+    "pkg-path",
+    "version",
+    "pkg-group",
+    "systems",
+    "priority",
+    "outputs",
+];
+const FLAKE_KEYS: [&str; 4] = ["flake", "systems", "priority", "outputs"];
+const STORE_PATH_KEYS: [&str; 3] = ["store-path", "systems", "priority"];
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InstallDescriptor {
-    pub store_path: StorePath,
+    pub source: PackageSource,
     /// `None` means every system.
     pub systems: Option<Vec<String>>,
+    /// [`DEFAULT_PRIORITY`] when the manifest gives none.
     pub priority: u32,
+}
+
+/// Where a package comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PackageSource {
+    /// A package of the Flox catalog, e.g. `pkg-path = "python312Packages.pip"`.
+    Catalog {
+        pkg_path: String,
+        /// A version or semver range, as written; the lock holds what it resolved to.
+        version: Option<String>,
+        pkg_group: Option<String>,
+        outputs: Option<SelectedOutputs>,
+    },
+    /// A flake installable, e.g. `flake = "github:jqlang/jq"`.
+    Flake {
+        flake: String,
+        outputs: Option<SelectedOutputs>,
+    },
+    StorePath(StorePath),
+}
+
+/// The `outputs` key of a catalog or flake descriptor: which outputs the user wants to win
+/// file collisions (see `outputs.rs`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SelectedOutputs {
+    All,
+    /// Never empty.
+    Specific(Vec<String>),
+}
+
+impl PackageSource {
+    /// How the descriptor kind is called in messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PackageSource::Catalog { .. } => "catalog",
+            PackageSource::Flake { .. } => "flake",
+            PackageSource::StorePath(_) => "store-path",
+        }
+    }
+
+    /// Catalog and flake descriptors name a package whose store paths only the lock knows.
+    pub fn needs_lock(&self) -> bool {
+        !matches!(self, PackageSource::StorePath(_))
+    }
+
+    pub fn selected_outputs(&self) -> Option<&SelectedOutputs> {
+        match self {
+            PackageSource::Catalog { outputs, .. } | PackageSource::Flake { outputs, .. } => {
+                outputs.as_ref()
+            }
+            PackageSource::StorePath(_) => None,
+        }
+    }
 }
 
 impl InstallDescriptor {
@@ -29,46 +103,70 @@ impl InstallDescriptor {
         let prefix = format!("install.{install_id}");
         let table = as_table(&prefix, value)?;
 
-        // Sorted so that the error for a descriptor with several bad keys is always the same.
-        let mut keys: Vec<&String> = table.keys().collect();
-        keys.sort();
-        for key in keys {
-            let full_key = format!("{prefix}.{key}");
-            if NOT_YET_SUPPORTED_KEYS.contains(&key.as_str()) {
-                return Err(ManifestError::UnsupportedKey(full_key));
+        let present: Vec<&str> = SOURCE_KEYS
+            .into_iter()
+            .filter(|key| table.contains_key(*key))
+            .collect();
+        let (kind, allowed): (&'static str, &[&str]) = match present.as_slice() {
+            [only] => match *only {
+                "pkg-path" => ("catalog", &CATALOG_KEYS),
+                "flake" => ("flake", &FLAKE_KEYS),
+                _ => ("store-path", &STORE_PATH_KEYS),
+            },
+            [] => return Err(ManifestError::MissingPackageSource(prefix)),
+            [first, second, ..] => {
+                return Err(ManifestError::ConflictingPackageSources {
+                    key: prefix,
+                    first,
+                    second,
+                })
             }
-            if !matches!(key.as_str(), "store-path" | "systems" | "priority") {
-                return Err(ManifestError::UnknownKey(full_key));
-            }
-        }
+        };
+        check_descriptor_keys(&prefix, table, kind, allowed)?;
 
-        let store_path = match table.get("store-path") {
-            None => return Err(ManifestError::MissingStorePath(prefix)),
-            Some(Value::String(text)) => {
-                StorePath::parse(text).map_err(|source| ManifestError::InvalidStorePath {
-                    key: format!("{prefix}.store-path"),
-                    source,
-                })?
-            }
-            Some(other) => {
-                return Err(wrong_type(
-                    &format!("{prefix}.store-path"),
-                    "a string",
-                    other,
-                ))
+        let key = |name: &str| join_key(&prefix, name);
+        let optional_string = |name: &str| {
+            table
+                .get(name)
+                .map(|value| read_non_empty_string(&key(name), value))
+                .transpose()
+        };
+        let outputs = table
+            .get("outputs")
+            .map(|value| read_outputs(&key("outputs"), value))
+            .transpose()?;
+        let source = match kind {
+            "catalog" => PackageSource::Catalog {
+                pkg_path: read_non_empty_string(&key("pkg-path"), &table["pkg-path"])?,
+                version: optional_string("version")?,
+                pkg_group: optional_string("pkg-group")?,
+                outputs,
+            },
+            "flake" => PackageSource::Flake {
+                flake: read_non_empty_string(&key("flake"), &table["flake"])?,
+                outputs,
+            },
+            _ => {
+                let text = read_string(&key("store-path"), &table["store-path"])?;
+                let path =
+                    StorePath::parse(&text).map_err(|source| ManifestError::InvalidStorePath {
+                        key: key("store-path"),
+                        source,
+                    })?;
+                PackageSource::StorePath(path)
             }
         };
         let systems = table
             .get("systems")
-            .map(|value| read_systems(&format!("{prefix}.systems"), value))
+            .map(|value| read_string_array(&key("systems"), value))
             .transpose()?;
         let priority = table
             .get("priority")
-            .map(|value| read_priority(&format!("{prefix}.priority"), value))
+            .map(|value| read_priority(&key("priority"), value))
             .transpose()?
             .unwrap_or(DEFAULT_PRIORITY);
         Ok(InstallDescriptor {
-            store_path,
+            source,
             systems,
             priority,
         })
@@ -83,6 +181,55 @@ impl InstallDescriptor {
     }
 }
 
+fn check_descriptor_keys(
+    prefix: &str,
+    table: &Table,
+    kind: &'static str,
+    allowed: &[&str],
+) -> Result<(), ManifestError> {
+    let mut unknown: Vec<&String> = table
+        .keys()
+        .filter(|key| !allowed.contains(&key.as_str()))
+        .collect();
+    unknown.sort();
+    match unknown.first() {
+        Some(key) => Err(ManifestError::UnknownDescriptorKey {
+            key: join_key(prefix, key),
+            kind,
+            allowed: allowed.join(", "),
+        }),
+        None => Ok(()),
+    }
+}
+
+fn read_outputs(key: &str, value: &Value) -> Result<SelectedOutputs, ManifestError> {
+    match value {
+        Value::String(text) if text == ALL_OUTPUTS => Ok(SelectedOutputs::All),
+        Value::String(text) => Err(ManifestError::InvalidOutputs {
+            key: key.to_string(),
+            found: text.clone(),
+        }),
+        Value::Array(_) => {
+            let names = read_string_array(key, value)?;
+            if names.is_empty() {
+                return Err(ManifestError::Empty(key.to_string()));
+            }
+            if let Some(empty) = names.iter().find(|name| name.is_empty()) {
+                return Err(ManifestError::InvalidOutputs {
+                    key: key.to_string(),
+                    found: empty.clone(),
+                });
+            }
+            Ok(SelectedOutputs::Specific(names))
+        }
+        other => Err(wrong_type(
+            key,
+            "\"all\" or an array of output names",
+            other,
+        )),
+    }
+}
+
 /// Install ids follow Nix attribute-name rules, `[A-Za-z_][A-Za-z0-9_'-]*`, because Flox uses
 /// them as attribute names when it builds the environment.
 pub fn is_valid_install_id(id: &str) -> bool {
@@ -91,32 +238,6 @@ pub fn is_valid_install_id(id: &str) -> bool {
         .next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '\''))
-}
-
-fn read_systems(key: &str, value: &Value) -> Result<Vec<String>, ManifestError> {
-    let expected = "an array of strings";
-    let items = value
-        .as_array()
-        .ok_or_else(|| wrong_type(key, expected, value))?;
-    items
-        .iter()
-        .map(|item| match item {
-            Value::String(system) => Ok(system.clone()),
-            other => Err(wrong_type(key, expected, other)),
-        })
-        .collect()
-}
-
-fn read_priority(key: &str, value: &Value) -> Result<u32, ManifestError> {
-    match value {
-        Value::Integer(number) => {
-            u32::try_from(*number).map_err(|_| ManifestError::PriorityOutOfRange {
-                key: key.to_string(),
-                value: *number,
-            })
-        }
-        other => Err(wrong_type(key, "an integer", other)),
-    }
 }
 
 #[cfg(test)]
@@ -142,10 +263,58 @@ mod tests {
     #[test]
     fn reads_store_path_with_defaults() {
         let hello = descriptor("hello", &format!("{{ store-path = \"{HELLO}\" }}")).unwrap();
-        assert_eq!(hello.store_path.to_string(), HELLO);
+        assert_eq!(
+            hello.source,
+            PackageSource::StorePath(StorePath::parse(HELLO).unwrap())
+        );
         assert_eq!(hello.systems, None);
         assert_eq!(hello.priority, DEFAULT_PRIORITY);
         assert!(hello.applies_to("aarch64-linux"));
+        assert!(!hello.source.needs_lock());
+        assert_eq!(hello.source.kind(), "store-path");
+    }
+
+    #[test]
+    fn reads_a_full_catalog_descriptor() {
+        let curl = descriptor(
+            "curl",
+            r#"{ pkg-path = "curl", version = "^8.7", pkg-group = "net", systems = ["x86_64-linux"], priority = 3, outputs = ["bin", "man"] }"#,
+        )
+        .unwrap();
+        assert_eq!(
+            curl,
+            InstallDescriptor {
+                source: PackageSource::Catalog {
+                    pkg_path: "curl".into(),
+                    version: Some("^8.7".into()),
+                    pkg_group: Some("net".into()),
+                    outputs: Some(SelectedOutputs::Specific(vec!["bin".into(), "man".into()])),
+                },
+                systems: Some(vec!["x86_64-linux".into()]),
+                priority: 3,
+            }
+        );
+        assert!(curl.source.needs_lock());
+        let all = descriptor("curl", r#"{ pkg-path = "curl", outputs = "all" }"#).unwrap();
+        assert_eq!(all.source.selected_outputs(), Some(&SelectedOutputs::All));
+    }
+
+    #[test]
+    fn reads_a_flake_descriptor() {
+        let jq = descriptor(
+            "jq",
+            r#"{ flake = "github:jqlang/jq", priority = 4, outputs = "all" }"#,
+        )
+        .unwrap();
+        assert_eq!(
+            jq.source,
+            PackageSource::Flake {
+                flake: "github:jqlang/jq".into(),
+                outputs: Some(SelectedOutputs::All)
+            }
+        );
+        assert_eq!(jq.priority, 4);
+        assert_eq!(jq.source.kind(), "flake");
     }
 
     #[test]
@@ -158,11 +327,7 @@ mod tests {
         assert_eq!(hello.priority, 0);
         assert!(hello.applies_to("x86_64-linux"));
         assert!(!hello.applies_to("aarch64-linux"));
-        let nowhere = descriptor(
-            "hello",
-            &format!("{{ store-path = \"{HELLO}\", systems = [] }}"),
-        )
-        .unwrap();
+        let nowhere = descriptor("hello", "{ pkg-path = \"hello\", systems = [] }").unwrap();
         assert!(!nowhere.applies_to("x86_64-linux"));
     }
 
@@ -175,53 +340,66 @@ mod tests {
             assert!(!is_valid_install_id(bad), "{bad:?}");
         }
         assert_eq!(
-            error_of("my pkg", &format!("{{ store-path = \"{HELLO}\" }}")),
+            error_of("my pkg", "{ pkg-path = \"hello\" }"),
             "install id \"my pkg\" must start with A-Z a-z or _ and continue with A-Z a-z 0-9 _ \
              - or '"
         );
     }
 
     #[test]
-    fn catalog_and_flake_keys_are_not_supported_yet() {
-        for key in NOT_YET_SUPPORTED_KEYS {
-            assert_eq!(
-                error_of("hello", &format!("{{ {key} = \"x\" }}")),
-                format!(
-                    "key \"install.hello.{key}\" is not supported yet; nixlet only installs \
-                     \"store-path\" descriptors"
+    fn a_descriptor_needs_exactly_one_source() {
+        assert_eq!(
+            error_of("hello", "{ priority = 1 }"),
+            "\"install.hello\" needs one of \"pkg-path\", \"flake\" or \"store-path\""
+        );
+        assert_eq!(
+            error_of(
+                "hello",
+                &format!(
+                    "{{ flake = \"github:a/b\", store-path = \"{HELLO}\", pkg-path = \"x\" }}"
                 )
-            );
-        }
+            ),
+            "\"install.hello\" has both \"pkg-path\" and \"flake\"; a descriptor takes one of them"
+        );
     }
 
     #[test]
-    fn unknown_descriptor_keys_are_named() {
+    fn unknown_descriptor_keys_are_named_with_the_kind() {
         assert_eq!(
             error_of(
                 "hello",
                 &format!("{{ store-path = \"{HELLO}\", prio = 1 }}")
             ),
-            "unknown key \"install.hello.prio\""
+            "unknown key \"install.hello.prio\" in a store-path descriptor (it takes \
+             store-path, systems, priority)"
         );
-    }
-
-    #[test]
-    fn store_path_is_required() {
         assert_eq!(
-            error_of("hello", "{ priority = 1 }"),
-            "\"install.hello\" has no \"store-path\""
+            error_of("jq", "{ flake = \"github:jqlang/jq\", version = \"1.7\" }"),
+            "unknown key \"install.jq.version\" in a flake descriptor (it takes flake, systems, \
+             priority, outputs)"
+        );
+        assert_eq!(
+            error_of(
+                "hello",
+                &format!("{{ store-path = \"{HELLO}\", outputs = \"all\" }}")
+            ),
+            "unknown key \"install.hello.outputs\" in a store-path descriptor (it takes \
+             store-path, systems, priority)"
+        );
+        assert_eq!(
+            error_of("curl", "{ pkg-path = \"curl\", pkg-grup = \"x\" }"),
+            "unknown key \"install.curl.pkg-grup\" in a catalog descriptor (it takes pkg-path, \
+             version, pkg-group, systems, priority, outputs)"
         );
     }
 
     #[test]
     fn invalid_store_path_names_the_key() {
-        let error = descriptor(
-            "hello",
-            &format!("{{ store-path = \"{HELLO}/bin/hello\" }}"),
-        )
-        .unwrap_err();
         assert_eq!(
-            error.to_string(),
+            error_of(
+                "hello",
+                &format!("{{ store-path = \"{HELLO}/bin/hello\" }}")
+            ),
             format!(
                 "\"install.hello.store-path\": invalid store path \"{HELLO}/bin/hello\": only a \
                  store object itself is allowed, nothing after its name (found \"/bin/hello\")"
@@ -230,30 +408,52 @@ mod tests {
     }
 
     #[test]
-    fn wrong_types_are_named() {
+    fn outputs_must_be_all_or_a_list_of_names() {
+        assert_eq!(
+            error_of("curl", "{ pkg-path = \"curl\", outputs = \"every\" }"),
+            "\"install.curl.outputs\" must be \"all\" or an array of output names, found \"every\""
+        );
+        assert_eq!(
+            error_of("curl", "{ pkg-path = \"curl\", outputs = [] }"),
+            "\"install.curl.outputs\" must not be empty"
+        );
+        assert_eq!(
+            error_of("curl", "{ pkg-path = \"curl\", outputs = [\"bin\", \"\"] }"),
+            "\"install.curl.outputs\" must be \"all\" or an array of output names, found \"\""
+        );
+        assert_eq!(
+            error_of("curl", "{ pkg-path = \"curl\", outputs = 1 }"),
+            "\"install.curl.outputs\" must be \"all\" or an array of output names, not integer"
+        );
+    }
+
+    #[test]
+    fn wrong_types_and_empty_values_are_named() {
         assert_eq!(
             error_of("hello", "{ store-path = 1 }"),
             "\"install.hello.store-path\" must be a string, not integer"
         );
         assert_eq!(
+            error_of("hello", "{ pkg-path = \"\" }"),
+            "\"install.hello.pkg-path\" must not be empty"
+        );
+        assert_eq!(
+            error_of("hello", "{ pkg-path = \"hello\", version = 2 }"),
+            "\"install.hello.version\" must be a string, not integer"
+        );
+        assert_eq!(
             error_of(
                 "hello",
-                &format!("{{ store-path = \"{HELLO}\", systems = \"x86_64-linux\" }}")
+                "{ pkg-path = \"hello\", systems = \"x86_64-linux\" }"
             ),
             "\"install.hello.systems\" must be an array of strings, not string"
         );
         assert_eq!(
-            error_of(
-                "hello",
-                &format!("{{ store-path = \"{HELLO}\", systems = [1] }}")
-            ),
+            error_of("hello", "{ pkg-path = \"hello\", systems = [1] }"),
             "\"install.hello.systems\" must be an array of strings, not integer"
         );
         assert_eq!(
-            error_of(
-                "hello",
-                &format!("{{ store-path = \"{HELLO}\", priority = \"high\" }}")
-            ),
+            error_of("hello", "{ pkg-path = \"hello\", priority = \"high\" }"),
             "\"install.hello.priority\" must be an integer, not string"
         );
         let document: toml::Table = "d = \"hello\"".parse().unwrap();
@@ -268,10 +468,7 @@ mod tests {
     #[test]
     fn priority_must_fit() {
         assert_eq!(
-            error_of(
-                "hello",
-                &format!("{{ store-path = \"{HELLO}\", priority = -1 }}")
-            ),
+            error_of("hello", "{ pkg-path = \"hello\", priority = -1 }"),
             "\"install.hello.priority\" is -1, but a priority must be between 0 and 4294967295"
         );
     }

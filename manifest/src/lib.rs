@@ -1,18 +1,33 @@
-//! nixlet's environment model, pure apart from the local-directory source.
+//! nixlet's environment model, pure apart from the `dir` and `http` sources.
 //!
 //! A pod's annotation names an environment ([`select`] decides which one applies to a
-//! container, [`EnvRef`] is its grammar); an [`EnvironmentSource`] such as [`DirSource`] holds
-//! its generations; [`resolve`] turns one generation's `manifest.toml` ([`Manifest`]) into the
-//! store paths and variables a container needs ([`ResolvedEnv`]).
+//! container, [`EnvRef`] is its grammar); an [`EnvironmentSource`] such as [`DirSource`] or
+//! [`HttpSource`] holds its generations; [`resolve`] turns one generation's `manifest.toml`
+//! ([`Manifest`]) and `manifest.lock` ([`Lockfile`]) into the store paths, variables and
+//! activation scripts a container needs ([`ResolvedEnv`]).
 
 pub mod annotations;
+mod containerize;
 mod dir_source;
+mod http_auth;
+mod http_source;
 mod install_descriptor;
+mod lock;
+mod lock_entry;
 mod manifest;
+mod manifest_json;
+mod netrc;
+mod options;
+mod outputs;
+mod packages;
+mod profile;
 mod reference;
 mod resolve;
 mod source;
 mod store_path;
+#[cfg(test)]
+mod test_http_server;
+mod toml_read;
 mod vars;
 
 pub use annotations::{
@@ -21,11 +36,20 @@ pub use annotations::{
     ENVIRONMENT_PREFIX, FLOX_ENVIRONMENT, FLOX_ENVIRONMENT_PREFIX, FLOX_SKIP_CONTAINERS,
     SKIP_CONTAINERS,
 };
-pub use dir_source::DirSource;
-pub use install_descriptor::{InstallDescriptor, DEFAULT_PRIORITY};
+pub use containerize::ContainerizeConfig;
+pub use dir_source::{DirSource, CURRENT_FILE, LOCK_FILE, MANIFEST_FILE};
+pub use http_source::{validate_base_url, HttpSource, HttpSourceError, HttpSourceOptions};
+pub use install_descriptor::{InstallDescriptor, PackageSource, SelectedOutputs, DEFAULT_PRIORITY};
+pub use lock::{LockError, Lockfile};
+pub use lock_entry::{EntryProblem, LockEntry, LockEntryKind, STORE_PATH_OUTPUT};
 pub use manifest::{Manifest, ManifestError};
+pub use netrc::{Netrc, NetrcEntry, NetrcError};
+pub use options::{Options, ACTIVATE_MODES};
+pub use outputs::ResolvedOutput;
+pub use packages::PackagesError;
+pub use profile::Profile;
 pub use reference::{EnvRef, ReferenceError, ReferenceProblem, Selector};
-pub use resolve::{resolve, ResolveError, ResolvedEnv, ResolvedPackage};
+pub use resolve::{resolve, resolve_loaded, ResolveError, ResolvedEnv, ResolvedPackage};
 pub use source::{EnvironmentSource, LoadedEnvironment, SourceError};
 pub use store_path::{StorePath, StorePathError, StorePathProblem, STORE_DIR};
 pub use vars::{expand_vars, VarsError};

@@ -1,31 +1,30 @@
-//! `manifest.toml`, Flox schema `version = 1`, as far as nixlet supports it so far:
-//! `[install]` entries with a `store-path`, and `[vars]`.
+//! `manifest.toml`, Flox schema `version = 1`.
 //!
-//! The rest of the Flox schema is recognised and refused with "not supported yet" rather than
-//! ignored, because running a container without the hook or the packages its author asked for
-//! would fail later and more confusingly. Empty tables are accepted: they ask for nothing, and
-//! `flox init` writes several of them.
+//! Every table of the schema is read; what nixlet acts on is typed here, what it accepts but
+//! does not act on (`[services]`, `[build]`, `[include]` and a few options) is type-checked
+//! where cheap and listed in [`Manifest::ignored`] so that the resolver can log it. Any key the
+//! schema does not have is an error naming the full dotted key, as Flox itself refuses them.
 
 use std::collections::BTreeMap;
 
 use toml::{Table, Value};
 
+use crate::containerize::ContainerizeConfig;
 use crate::install_descriptor::InstallDescriptor;
+use crate::manifest_json::manifest_json;
+use crate::options::Options;
+use crate::profile::Profile;
 use crate::store_path::StorePathError;
+use crate::toml_read::{as_table, check_keys, read_string, wrong_type};
 use crate::vars::is_valid_var_name;
 
 const SUPPORTED_VERSION: i64 = 1;
 
-/// Tables of the Flox schema that a later version of nixlet will read.
-const NOT_YET_SUPPORTED_TABLES: [&str; 7] = [
-    "hook",
-    "profile",
-    "options",
-    "containerize",
-    "services",
-    "build",
-    "include",
-];
+/// Tables nixlet accepts whatever they hold and does not act on: services need a supervisor
+/// inside the container, builds happen before an environment is published, and includes are
+/// already merged into the lock by Flox.
+const IGNORED_TABLES: [&str; 3] = ["services", "build", "include"];
+const HOOK_KEYS: [&str; 1] = ["on-activate"];
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Manifest {
@@ -34,6 +33,17 @@ pub struct Manifest {
     pub install: BTreeMap<String, InstallDescriptor>,
     /// Variable name → value as written, before `${NAME}` expansion.
     pub vars: BTreeMap<String, String>,
+    /// `[hook] on-activate`, as written.
+    pub hook_on_activate: Option<String>,
+    pub profile: Profile,
+    pub options: Options,
+    pub containerize: ContainerizeConfig,
+    /// Dotted keys accepted but not acted on, sorted, for a log line: e.g. `services`,
+    /// `options.allow.unfree`.
+    pub ignored: Vec<String>,
+    /// The whole manifest as JSON, normalised as in `manifest_json.rs`: what a lock's
+    /// `manifest` is compared with.
+    pub json: serde_json::Value,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -57,26 +67,42 @@ pub enum ManifestError {
     },
     #[error("unknown key {0:?}")]
     UnknownKey(String),
-    #[error("table [{0}] is not supported yet")]
-    UnsupportedTable(String),
-    #[error("key {0:?} is not supported yet; nixlet only installs \"store-path\" descriptors")]
-    UnsupportedKey(String),
+    #[error("unknown key {key:?} in a {kind} descriptor (it takes {allowed})")]
+    UnknownDescriptorKey {
+        key: String,
+        kind: &'static str,
+        allowed: String,
+    },
+    #[error("{0:?} must not be empty")]
+    Empty(String),
     #[error(
         "install id {0:?} must start with A-Z a-z or _ and continue with A-Z a-z 0-9 _ - or '"
     )]
     InvalidInstallId(String),
-    #[error("{0:?} has no \"store-path\"")]
-    MissingStorePath(String),
+    #[error("{0:?} needs one of \"pkg-path\", \"flake\" or \"store-path\"")]
+    MissingPackageSource(String),
+    #[error("{key:?} has both {first:?} and {second:?}; a descriptor takes one of them")]
+    ConflictingPackageSources {
+        key: String,
+        first: &'static str,
+        second: &'static str,
+    },
     #[error("{key:?}: {source}")]
     InvalidStorePath {
         key: String,
         #[source]
         source: StorePathError,
     },
+    #[error("{key:?} must be \"all\" or an array of output names, found {found:?}")]
+    InvalidOutputs { key: String, found: String },
     #[error("{key:?} is {value}, but a priority must be between 0 and 4294967295")]
     PriorityOutOfRange { key: String, value: i64 },
     #[error("var name {0:?} must start with A-Z a-z or _ and continue with A-Z a-z 0-9 or _")]
     InvalidVarName(String),
+    #[error("{key:?} must be \"dev\" or \"run\", not {found:?}")]
+    InvalidActivateMode { key: String, found: String },
+    #[error("{key:?} must be an absolute path, not {found:?}")]
+    NotAbsolute { key: String, found: String },
 }
 
 impl Manifest {
@@ -84,26 +110,40 @@ impl Manifest {
         let document: Table = text.parse()?;
         let version = read_version(&document)?;
 
-        let mut install = BTreeMap::new();
-        let mut vars = BTreeMap::new();
+        let mut manifest = Manifest {
+            version,
+            install: BTreeMap::new(),
+            vars: BTreeMap::new(),
+            hook_on_activate: None,
+            profile: Profile::default(),
+            options: Options::default(),
+            containerize: ContainerizeConfig::default(),
+            ignored: Vec::new(),
+            json: manifest_json(&document),
+        };
         for (key, value) in &document {
             match key.as_str() {
                 "version" => {}
-                "install" => install = read_install(value)?,
-                "vars" => vars = read_vars(value)?,
-                table if NOT_YET_SUPPORTED_TABLES.contains(&table) => {
-                    if !is_empty_table(value) {
-                        return Err(ManifestError::UnsupportedTable(table.to_string()));
+                "install" => manifest.install = read_install(value)?,
+                "vars" => manifest.vars = read_vars(value)?,
+                "hook" => manifest.hook_on_activate = read_hook(value)?,
+                "profile" => manifest.profile = Profile::from_toml(value, &mut manifest.ignored)?,
+                "options" => manifest.options = Options::from_toml(value, &mut manifest.ignored)?,
+                "containerize" => {
+                    manifest.containerize =
+                        ContainerizeConfig::from_toml(value, &mut manifest.ignored)?
+                }
+                table if IGNORED_TABLES.contains(&table) => {
+                    // Empty tables ask for nothing, and templates write them: not worth a log.
+                    if !as_table(table, value)?.is_empty() {
+                        manifest.ignored.push(table.to_string());
                     }
                 }
                 unknown => return Err(ManifestError::UnknownKey(unknown.to_string())),
             }
         }
-        Ok(Manifest {
-            version,
-            install,
-            vars,
-        })
+        manifest.ignored.sort();
+        Ok(manifest)
     }
 }
 
@@ -151,27 +191,19 @@ fn read_vars(value: &Value) -> Result<BTreeMap<String, String>, ManifestError> {
         .collect()
 }
 
-fn is_empty_table(value: &Value) -> bool {
-    value.as_table().is_some_and(Table::is_empty)
-}
-
-pub(crate) fn as_table<'a>(key: &str, value: &'a Value) -> Result<&'a Table, ManifestError> {
-    value
-        .as_table()
-        .ok_or_else(|| wrong_type(key, "a table", value))
-}
-
-pub(crate) fn wrong_type(key: &str, expected: &'static str, found: &Value) -> ManifestError {
-    ManifestError::WrongType {
-        key: key.to_string(),
-        expected,
-        found: found.type_str(),
-    }
+fn read_hook(value: &Value) -> Result<Option<String>, ManifestError> {
+    let table = as_table("hook", value)?;
+    check_keys("hook", table, &HOOK_KEYS)?;
+    table
+        .get("on-activate")
+        .map(|script| read_string("hook.on-activate", script))
+        .transpose()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::install_descriptor::PackageSource;
     use crate::store_path::StorePath;
 
     const HELLO: &str = "/nix/store/0c0ml8pl0gbmd5v1gqs9jz7s79kq2x36-hello-2.12.1";
@@ -201,7 +233,7 @@ mod tests {
         assert_eq!(
             manifest.install["hello"],
             InstallDescriptor {
-                store_path: StorePath::parse(HELLO).unwrap(),
+                source: PackageSource::StorePath(StorePath::parse(HELLO).unwrap()),
                 systems: None,
                 priority: 5,
             }
@@ -209,13 +241,60 @@ mod tests {
         assert_eq!(
             manifest.install["curl"],
             InstallDescriptor {
-                store_path: StorePath::parse(CURL).unwrap(),
+                source: PackageSource::StorePath(StorePath::parse(CURL).unwrap()),
                 systems: Some(vec!["x86_64-linux".into()]),
                 priority: 3,
             }
         );
         assert_eq!(manifest.vars["GREETING"], "hello from ${HOSTNAME}");
         assert_eq!(manifest.vars["PORT"], "8080");
+        assert!(manifest.ignored.is_empty());
+    }
+
+    #[test]
+    fn parses_every_table_of_the_schema() {
+        let manifest = Manifest::parse(
+            r#"
+            version = 1
+            [install]
+            hello.pkg-path = "hello"
+            [hook]
+            on-activate = "export A=1"
+            [profile]
+            common = "echo common"
+            bash = "echo bash"
+            [options]
+            systems = ["x86_64-linux"]
+            activate.mode = "run"
+            allow.unfree = true
+            [containerize.config]
+            cmd = ["hello"]
+            working-dir = "/srv"
+            user = "app"
+            [services.web]
+            command = "python3 -m http.server"
+            [build.site]
+            command = "make"
+            [include]
+            environments = [{ remote = "acme/base" }]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(manifest.hook_on_activate.as_deref(), Some("export A=1"));
+        assert_eq!(manifest.profile.common.as_deref(), Some("echo common"));
+        assert_eq!(manifest.profile.bash.as_deref(), Some("echo bash"));
+        assert_eq!(manifest.options.activate_mode.as_deref(), Some("run"));
+        assert_eq!(
+            manifest.options.systems,
+            Some(vec!["x86_64-linux".to_string()])
+        );
+        assert_eq!(manifest.containerize.cmd, Some(vec!["hello".to_string()]));
+        assert_eq!(manifest.containerize.working_dir.as_deref(), Some("/srv"));
+        assert_eq!(manifest.containerize.user.as_deref(), Some("app"));
+        assert_eq!(
+            manifest.ignored,
+            vec!["build", "include", "options.allow.unfree", "services"]
+        );
     }
 
     #[test]
@@ -223,12 +302,16 @@ mod tests {
         let manifest = Manifest::parse("version = 1").unwrap();
         assert!(manifest.install.is_empty());
         assert!(manifest.vars.is_empty());
+        assert_eq!(manifest.hook_on_activate, None);
+        assert_eq!(manifest.profile, Profile::default());
     }
 
     #[test]
     fn accepts_the_empty_tables_flox_init_writes() {
-        let text = "version = 1\n[install]\n[vars]\n[hook]\n[profile]\n[options]\n";
-        assert!(Manifest::parse(text).is_ok());
+        let text = "version = 1\n[install]\n[vars]\n[hook]\n[profile]\n[options]\n[services]\n\
+                    [build]\n[include]\n[containerize]\n";
+        let manifest = Manifest::parse(text).unwrap();
+        assert!(manifest.ignored.is_empty());
     }
 
     #[test]
@@ -270,26 +353,24 @@ mod tests {
     }
 
     #[test]
-    fn unknown_top_level_keys_are_named() {
+    fn unknown_keys_are_named() {
         assert_eq!(
             error_of(&format!(
                 "version = 1\n[instal]\nhello.store-path = \"{HELLO}\""
             )),
             "unknown key \"instal\""
         );
+        assert_eq!(
+            error_of("version = 1\n[hook]\nscript = \"echo hi\""),
+            "unknown key \"hook.script\""
+        );
     }
 
     #[test]
-    fn flox_tables_are_not_supported_yet() {
-        for table in NOT_YET_SUPPORTED_TABLES {
-            assert_eq!(
-                error_of(&format!("version = 1\n[{table}]\nx = \"y\"")),
-                format!("table [{table}] is not supported yet")
-            );
-        }
+    fn ignored_tables_must_still_be_tables() {
         assert_eq!(
-            error_of("version = 1\n[hook]\non-activate = \"echo hi\""),
-            "table [hook] is not supported yet"
+            error_of("version = 1\nservices = \"web\""),
+            "\"services\" must be a table, not string"
         );
     }
 
@@ -302,6 +383,14 @@ mod tests {
         assert_eq!(
             error_of("version = 1\nvars = 3"),
             "\"vars\" must be a table, not integer"
+        );
+        assert_eq!(
+            error_of("version = 1\nhook = \"echo\""),
+            "\"hook\" must be a table, not string"
+        );
+        assert_eq!(
+            error_of("version = 1\n[hook]\non-activate = 1"),
+            "\"hook.on-activate\" must be a string, not integer"
         );
     }
 
@@ -324,9 +413,8 @@ mod tests {
     #[test]
     fn descriptor_errors_surface_through_parse() {
         assert_eq!(
-            error_of("version = 1\n[install]\nhello.pkg-path = \"hello\""),
-            "key \"install.hello.pkg-path\" is not supported yet; nixlet only installs \
-             \"store-path\" descriptors"
+            error_of("version = 1\n[install]\nhello.pkg-pth = \"hello\""),
+            "\"install.hello\" needs one of \"pkg-path\", \"flake\" or \"store-path\""
         );
     }
 }

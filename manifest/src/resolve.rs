@@ -1,20 +1,28 @@
-//! From a reference to what a container needs: the store paths of one generation of an
-//! environment on this node's system, and its expanded variables.
+//! From a reference to what a container needs: the packages of one generation of an
+//! environment on this node's system with the store paths of their outputs, its expanded
+//! variables, and what activation runs.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
 
+use sha2::{Digest, Sha256};
+
+use crate::containerize::ContainerizeConfig;
+use crate::lock::{LockError, Lockfile};
 use crate::manifest::{Manifest, ManifestError};
+use crate::outputs::ResolvedOutput;
+use crate::packages::{resolve_packages, PackagesError};
+use crate::profile::Profile;
 use crate::reference::EnvRef;
-use crate::source::{EnvironmentSource, SourceError};
+use crate::source::{EnvironmentSource, LoadedEnvironment, SourceError};
 use crate::store_path::StorePath;
 use crate::vars::{expand_vars, VarsError};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResolvedPackage {
     pub install_id: String,
-    pub store_path: StorePath,
     pub priority: u32,
+    /// The realised outputs: those to install first, then the others by name.
+    pub outputs: Vec<ResolvedOutput>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,22 +34,43 @@ pub struct ResolvedEnv {
     pub packages: Vec<ResolvedPackage>,
     /// `[vars]` after `${NAME}` expansion, in dependency order.
     pub vars: Vec<(String, String)>,
+    /// `[hook] on-activate`, as written.
+    pub hook_on_activate: Option<String>,
+    pub profile: Profile,
+    pub containerize: ContainerizeConfig,
+    /// `options.activate.mode`: `"dev"` or `"run"` when the manifest sets it.
+    pub activate_mode: Option<String>,
+    /// The exact bytes of the generation's `manifest.lock`, when it has one.
+    pub manifest_lock: Option<Vec<u8>>,
+    /// The sha256 of [`ResolvedEnv::manifest_lock`]: what a digest pin names.
+    pub lock_digest: Option<[u8; 32]>,
 }
 
 impl ResolvedEnv {
-    /// Each package's store path once, in package order.
+    /// Every realised output's store path once, in package order.
     pub fn store_paths(&self) -> Vec<StorePath> {
         let mut seen = HashSet::new();
         self.packages
             .iter()
-            .filter(|package| seen.insert(&package.store_path))
-            .map(|package| package.store_path.clone())
+            .flat_map(|package| &package.outputs)
+            .filter(|output| seen.insert(&output.store_path))
+            .map(|output| output.store_path.clone())
             .collect()
     }
 
     /// `owner/name:N` with the generation actually resolved, whatever the selector was.
     pub fn display_name(&self) -> String {
         format!("{}:{}", self.reference.owner_and_name(), self.generation)
+    }
+
+    /// Whether the container must start through bash sourcing the hook and profile scripts:
+    /// a non-blank `on-activate` hook, `[profile] common` or `[profile] bash`.
+    pub fn needs_activation(&self) -> bool {
+        let hook = self
+            .hook_on_activate
+            .as_deref()
+            .is_some_and(|script| !script.trim().is_empty());
+        hook || !self.profile.bash_scripts().is_empty()
     }
 }
 
@@ -61,15 +90,38 @@ pub enum ResolveError {
         source: SourceError,
     },
     #[error(
-        "environment {reference:?} generation {generation}: invalid manifest {path:?}: {source}"
+        "environment {reference:?} generation {generation}: invalid manifest {location:?}: \
+         {source}"
     )]
     InvalidManifest {
         reference: String,
         generation: u64,
-        path: PathBuf,
+        /// The manifest's path or URL.
+        location: String,
         /// Boxed because manifest errors are large and resolving is on the happy path.
         #[source]
         source: Box<ManifestError>,
+    },
+    #[error(
+        "environment {reference:?} generation {generation}: invalid manifest.lock {location:?}: \
+         {source}"
+    )]
+    InvalidLock {
+        reference: String,
+        generation: u64,
+        /// The lock's path or URL.
+        location: String,
+        #[source]
+        source: Box<LockError>,
+    },
+    #[error("environment {reference:?} generation {generation} at {location:?}: {source}")]
+    Packages {
+        reference: String,
+        generation: u64,
+        /// The generation's directory or URL.
+        location: String,
+        #[source]
+        source: Box<PackagesError>,
     },
     #[error("environment {reference:?} generation {generation}: {source}")]
     Vars {
@@ -91,8 +143,9 @@ fn searched_list(searched: &[String]) -> String {
 /// Resolves `reference` for `system` (e.g. `x86_64-linux`) from the first source in `sources`
 /// that has the environment.
 ///
-/// A source that has the environment but fails to load it ends the search: falling through to
-/// the next source could silently run a different environment under the same name.
+/// A source that has the environment but fails to load it (including an HTTP source whose
+/// server is down) ends the search: falling through to the next source could silently run a
+/// different environment under the same name.
 pub fn resolve(
     sources: &[Box<dyn EnvironmentSource>],
     reference: &EnvRef,
@@ -118,37 +171,81 @@ pub fn resolve(
             searched: sources.iter().map(|source| source.describe()).collect(),
         });
     };
+    resolve_loaded(loaded, system)
+}
+
+/// Resolves one generation a source has loaded.
+pub fn resolve_loaded(
+    loaded: LoadedEnvironment,
+    system: &str,
+) -> Result<ResolvedEnv, ResolveError> {
+    let reference = loaded.reference.to_string();
+    let generation = loaded.generation;
 
     let manifest =
         Manifest::parse(&loaded.manifest_toml).map_err(|source| ResolveError::InvalidManifest {
-            reference: reference.to_string(),
-            generation: loaded.generation,
-            path: loaded.manifest_path.clone(),
+            reference: reference.clone(),
+            generation,
+            location: loaded.manifest_location(),
             source: Box::new(source),
         })?;
+    if !manifest.ignored.is_empty() {
+        tracing::info!(
+            environment = %reference,
+            generation,
+            manifest = %loaded.manifest_location(),
+            ignored = ?manifest.ignored,
+            "manifest keys accepted but not acted on by nixlet"
+        );
+    }
+    let lock = loaded
+        .manifest_lock
+        .as_deref()
+        .map(Lockfile::parse)
+        .transpose()
+        .map_err(|source| ResolveError::InvalidLock {
+            reference: reference.clone(),
+            generation,
+            location: loaded.lock_location(),
+            source: Box::new(source),
+        })?;
+    let packages = resolve_packages(&manifest, lock.as_ref(), system).map_err(|source| {
+        ResolveError::Packages {
+            reference: reference.clone(),
+            generation,
+            location: loaded.location.clone(),
+            source: Box::new(source),
+        }
+    })?;
     let vars = expand_vars(&manifest.vars).map_err(|source| ResolveError::Vars {
-        reference: reference.to_string(),
-        generation: loaded.generation,
+        reference: reference.clone(),
+        generation,
         source,
     })?;
-
-    let mut packages: Vec<ResolvedPackage> = manifest
-        .install
-        .into_iter()
-        .filter(|(_, descriptor)| descriptor.applies_to(system))
-        .map(|(install_id, descriptor)| ResolvedPackage {
-            install_id,
-            store_path: descriptor.store_path,
-            priority: descriptor.priority,
-        })
-        .collect();
-    packages.sort_by(|a, b| (a.priority, &a.install_id).cmp(&(b.priority, &b.install_id)));
+    let lock_digest = loaded
+        .manifest_lock
+        .as_deref()
+        .map(|bytes| Sha256::digest(bytes).into());
+    tracing::debug!(
+        environment = %reference,
+        generation,
+        system,
+        packages = packages.len(),
+        locked = lock.is_some(),
+        "resolved environment"
+    );
 
     Ok(ResolvedEnv {
-        reference: reference.clone(),
-        generation: loaded.generation,
+        reference: loaded.reference,
+        generation,
         packages,
         vars,
+        hook_on_activate: manifest.hook_on_activate,
+        profile: manifest.profile,
+        containerize: manifest.containerize,
+        activate_mode: manifest.options.activate_mode,
+        manifest_lock: loaded.manifest_lock,
+        lock_digest,
     })
 }
 
@@ -157,27 +254,38 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
-    use crate::source::LoadedEnvironment;
 
     const HELLO: &str = "/nix/store/0c0ml8pl0gbmd5v1gqs9jz7s79kq2x36-hello-2.12.1";
     const CURL: &str = "/nix/store/1vabdxmxl9pdbzl4kvxflvzs4qhyapq6-curl-8.6.0-bin";
     const BASH: &str = "/nix/store/4bj2kxdm1462fzcc2i2s4dn33g2angcc-bash-5.2p26";
+    const FIXTURE_MANIFEST: &str = include_str!("../tests/fixtures/flox-env/manifest.toml");
+    const FIXTURE_LOCK: &[u8] = include_bytes!("../tests/fixtures/flox-env/manifest.lock");
 
     /// Answers from a fixed table keyed by `owner/name`, always as generation 4; the one
     /// labelled "broken" fails every load.
     struct FakeSource {
         label: &'static str,
-        manifests: HashMap<String, String>,
+        environments: HashMap<String, (String, Option<Vec<u8>>)>,
     }
 
     impl FakeSource {
         fn new(label: &'static str, manifests: &[(&str, &str)]) -> Box<FakeSource> {
             Box::new(FakeSource {
                 label,
-                manifests: manifests
+                environments: manifests
                     .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .map(|(k, v)| (k.to_string(), (v.to_string(), None)))
                     .collect(),
+            })
+        }
+
+        fn locked(label: &'static str, name: &str, manifest: &str, lock: &[u8]) -> Box<FakeSource> {
+            Box::new(FakeSource {
+                label,
+                environments: HashMap::from([(
+                    name.to_string(),
+                    (manifest.to_string(), Some(lock.to_vec())),
+                )]),
             })
         }
     }
@@ -192,16 +300,19 @@ mod tests {
             if self.label == "broken" {
                 return Err(SourceError::NoGenerations {
                     environment: key,
-                    dir: PathBuf::from("/broken"),
+                    dir: std::path::PathBuf::from("/broken"),
                 });
             }
-            Ok(self.manifests.get(&key).map(|text| LoadedEnvironment {
-                reference: reference.clone(),
-                generation: 4,
-                manifest_path: PathBuf::from(format!("/{}/{key}/4/manifest.toml", self.label)),
-                manifest_toml: text.clone(),
-                manifest_lock: None,
-            }))
+            Ok(self
+                .environments
+                .get(&key)
+                .map(|(text, lock)| LoadedEnvironment {
+                    reference: reference.clone(),
+                    generation: 4,
+                    location: format!("/{}/{key}/4", self.label),
+                    manifest_toml: text.clone(),
+                    manifest_lock: lock.clone(),
+                }))
         }
     }
 
@@ -228,9 +339,19 @@ mod tests {
     fn package(install_id: &str, store_path: &str, priority: u32) -> ResolvedPackage {
         ResolvedPackage {
             install_id: install_id.into(),
-            store_path: StorePath::parse(store_path).unwrap(),
             priority,
+            outputs: vec![ResolvedOutput {
+                name: "out".into(),
+                store_path: StorePath::parse(store_path).unwrap(),
+                to_install: true,
+            }],
         }
+    }
+
+    fn error_of(sources: &[Box<dyn EnvironmentSource>], text: &str) -> String {
+        resolve(sources, &reference(text), "x86_64-linux")
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
@@ -263,6 +384,89 @@ mod tests {
                 ("HOME_DIR".to_string(), "/srv/echo".to_string())
             ]
         );
+        assert_eq!(resolved.manifest_lock, None);
+        assert_eq!(resolved.lock_digest, None);
+        assert!(!resolved.needs_activation());
+        assert_eq!(resolved.containerize, ContainerizeConfig::default());
+        assert_eq!(resolved.activate_mode, None);
+    }
+
+    #[test]
+    fn resolves_the_whole_flox_fixture() {
+        let sources: Vec<Box<dyn EnvironmentSource>> = vec![FakeSource::locked(
+            "a",
+            "acme/web",
+            FIXTURE_MANIFEST,
+            FIXTURE_LOCK,
+        )];
+        let resolved = resolve(&sources, &reference("acme/web"), "x86_64-linux").unwrap();
+        let ids: Vec<&str> = resolved
+            .packages
+            .iter()
+            .map(|package| package.install_id.as_str())
+            .collect();
+        assert_eq!(ids, vec!["bash", "jq", "curl", "hello", "cuda_cudart"]);
+        // 1 + 5 + 5 + 1 + 4 realised outputs, all distinct.
+        let paths = resolved.store_paths();
+        assert_eq!(paths.len(), 16);
+        assert_eq!(paths[0].name(), "bash-interactive-5.2p37");
+        assert_eq!(paths[1].name(), "jq-1.7.1-bin");
+        assert!(paths.iter().all(|path| !path.name().ends_with("-stubs")));
+        assert_eq!(
+            resolved.vars,
+            vec![
+                ("GREETING".to_string(), "hello".to_string()),
+                ("MESSAGE".to_string(), "hello from flox".to_string())
+            ]
+        );
+        assert_eq!(
+            resolved.hook_on_activate.as_deref(),
+            Some("  export HOOK_RAN=1\n")
+        );
+        assert_eq!(
+            resolved.profile.bash_scripts(),
+            vec!["  echo \"common profile\"\n", "  set -o vi\n"]
+        );
+        assert!(resolved.needs_activation());
+        assert_eq!(
+            resolved.containerize,
+            ContainerizeConfig {
+                cmd: Some(vec!["curl".into(), "--version".into()]),
+                working_dir: Some("/srv".into()),
+                user: Some("1000:1000".into()),
+            }
+        );
+        assert_eq!(resolved.activate_mode.as_deref(), Some("run"));
+        assert_eq!(resolved.manifest_lock.as_deref(), Some(FIXTURE_LOCK));
+        assert_eq!(
+            resolved.lock_digest,
+            Some(<[u8; 32]>::from(Sha256::digest(FIXTURE_LOCK)))
+        );
+    }
+
+    #[test]
+    fn needs_activation_when_a_hook_or_bash_profile_says_something() {
+        let mut env = ResolvedEnv {
+            reference: reference("acme/web"),
+            generation: 1,
+            packages: Vec::new(),
+            vars: Vec::new(),
+            hook_on_activate: Some(" \n".into()),
+            profile: Profile {
+                zsh: Some("bindkey -v".into()),
+                ..Profile::default()
+            },
+            containerize: ContainerizeConfig::default(),
+            activate_mode: None,
+            manifest_lock: None,
+            lock_digest: None,
+        };
+        assert!(!env.needs_activation());
+        env.profile.bash = Some("set -o vi".into());
+        assert!(env.needs_activation());
+        env.profile.bash = None;
+        env.hook_on_activate = Some("export A=1".into());
+        assert!(env.needs_activation());
     }
 
     #[test]
@@ -285,16 +489,12 @@ mod tests {
             Box::new(crate::DirSource::new("/nonexistent/nixlet/environments")),
         ];
         assert_eq!(
-            resolve(&sources, &reference("acme/web"), "x86_64-linux")
-                .unwrap_err()
-                .to_string(),
+            error_of(&sources, "acme/web"),
             "environment \"acme/web\" not found (searched: fake a, dir \
              /nonexistent/nixlet/environments)"
         );
         assert_eq!(
-            resolve(&[], &reference("acme/web:2"), "x86_64-linux")
-                .unwrap_err()
-                .to_string(),
+            error_of(&[], "acme/web:2"),
             "environment \"acme/web:2\" not found (searched: no sources configured)"
         );
     }
@@ -307,26 +507,59 @@ mod tests {
             FakeSource::new("b", &[("acme/web", &manifest)]),
         ];
         assert_eq!(
-            resolve(&sources, &reference("acme/web"), "x86_64-linux")
-                .unwrap_err()
-                .to_string(),
+            error_of(&sources, "acme/web"),
             "environment \"acme/web\": fake broken: environment \"acme/web\" has no \
              generations: \"/broken\" has no numbered directory"
         );
     }
 
     #[test]
-    fn an_invalid_manifest_names_reference_generation_and_path() {
+    fn an_unknown_key_names_the_key_and_the_manifest_file() {
         let sources: Vec<Box<dyn EnvironmentSource>> = vec![FakeSource::new(
             "a",
-            &[("acme/web", "version = 1\n[hook]\non-activate = \"x\"")],
+            &[("acme/web", "version = 1\n[hook]\non-activat = \"x\"")],
         )];
         assert_eq!(
-            resolve(&sources, &reference("acme/web"), "x86_64-linux")
-                .unwrap_err()
-                .to_string(),
+            error_of(&sources, "acme/web"),
             "environment \"acme/web\" generation 4: invalid manifest \
-             \"/a/acme/web/4/manifest.toml\": table [hook] is not supported yet"
+             \"/a/acme/web/4/manifest.toml\": unknown key \"hook.on-activat\""
+        );
+    }
+
+    #[test]
+    fn an_invalid_lock_names_the_lock_file() {
+        let sources: Vec<Box<dyn EnvironmentSource>> = vec![FakeSource::locked(
+            "a",
+            "acme/web",
+            "version = 1",
+            b"{\"lockfile-version\": 0}",
+        )];
+        assert_eq!(
+            error_of(&sources, "acme/web"),
+            "environment \"acme/web\" generation 4: invalid manifest.lock \
+             \"/a/acme/web/4/manifest.lock\": \"lockfile-version\" 0 is not supported; nixlet \
+             reads \"lockfile-version\": 1"
+        );
+    }
+
+    #[test]
+    fn a_missing_lock_entry_names_install_id_system_and_generation() {
+        let lock = String::from_utf8(FIXTURE_LOCK.to_vec()).unwrap();
+        let mut value: serde_json::Value = serde_json::from_str(&lock).unwrap();
+        value["packages"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|entry| !(entry["install_id"] == "hello" && entry["system"] == "x86_64-linux"));
+        let sources: Vec<Box<dyn EnvironmentSource>> = vec![FakeSource::locked(
+            "a",
+            "acme/web",
+            FIXTURE_MANIFEST,
+            value.to_string().as_bytes(),
+        )];
+        assert_eq!(
+            error_of(&sources, "acme/web"),
+            "environment \"acme/web\" generation 4 at \"/a/acme/web/4\": manifest.lock has no \
+             entry for install id \"hello\" on system \"x86_64-linux\""
         );
     }
 
@@ -340,9 +573,7 @@ mod tests {
             )],
         )];
         assert_eq!(
-            resolve(&sources, &reference("acme/web"), "x86_64-linux")
-                .unwrap_err()
-                .to_string(),
+            error_of(&sources, "acme/web"),
             "environment \"acme/web\" generation 4: [vars] reference each other in a cycle: \
              \"A\" -> \"B\" -> \"A\""
         );

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use crate::http_source::HttpSourceError;
 use crate::reference::EnvRef;
 
 /// One generation of an environment as a source holds it, not yet parsed.
@@ -12,11 +13,22 @@ pub struct LoadedEnvironment {
     pub reference: EnvRef,
     /// The generation the selector chose.
     pub generation: u64,
-    /// Where the manifest was read from, for messages.
-    pub manifest_path: PathBuf,
+    /// Where the generation lives, a directory or a URL, for messages; `manifest.toml` and
+    /// `manifest.lock` are below it.
+    pub location: String,
     pub manifest_toml: String,
     /// The exact bytes of `manifest.lock`, when the generation has one.
     pub manifest_lock: Option<Vec<u8>>,
+}
+
+impl LoadedEnvironment {
+    pub fn manifest_location(&self) -> String {
+        format!("{}/{}", self.location, crate::dir_source::MANIFEST_FILE)
+    }
+
+    pub fn lock_location(&self) -> String {
+        format!("{}/{}", self.location, crate::dir_source::LOCK_FILE)
+    }
 }
 
 /// A place environments are looked up in; the node configuration lists them in search order.
@@ -63,4 +75,13 @@ pub enum SourceError {
         digest: String,
         dir: PathBuf,
     },
+    /// Boxed because HTTP errors carry URLs and would make every `SourceError` large.
+    #[error(transparent)]
+    Http(Box<HttpSourceError>),
+}
+
+impl From<HttpSourceError> for SourceError {
+    fn from(error: HttpSourceError) -> Self {
+        SourceError::Http(Box::new(error))
+    }
 }

@@ -72,6 +72,18 @@ mod tests {
     }
 
     #[test]
+    fn matches_the_nar_hash_nix_recorded_for_a_recursive_path() {
+        // One row of this machine's Nix database: `hash` (base16) and `ca` (nix32) of the same
+        // NAR.
+        let bytes =
+            hex_to_bytes("21180f159c3768b9e6c946c4b71bd40a229a86a05abccbf23c10c846e0dfef69");
+        assert_eq!(
+            encode(&bytes),
+            "0sggvzh4dj0h7krcpg2sl239l8hashdvgi26r7kbjs1pkhahy611"
+        );
+    }
+
+    #[test]
     fn known_vectors() {
         assert_eq!(encode(&[]), "");
         assert_eq!(encode(&[0x1f]), "0z");

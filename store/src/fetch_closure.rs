@@ -1,0 +1,525 @@
+//! Fetching the closure of some store paths: the public entry point of this crate's binary
+//! cache client.
+//!
+//! The walk follows References from the roots, skipping paths that are already valid (their
+//! closure is then valid too, by Nix's invariant, and is read from the database). Every missing
+//! path gets its own task: tasks download and unpack in parallel (bounded), and each waits for
+//! its dependencies to be installed before installing itself, so the store and the database
+//! only ever gain paths whose references are there. A failure stops only the paths that depend
+//! on it; whatever else was installed stays, and a retry continues from there.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use nixlet_manifest::{StorePath, STORE_DIR};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::fetch_error::{FetchCause, FetchError, LocalError};
+use crate::fetch_path::{blocking, fetch_path, lock_db, PathOutcome, PathPlan, PathState, Run};
+use crate::http_client::{HttpClient, RetryPolicy};
+use crate::install::StoreDir;
+use crate::path_lock::GcLock;
+use crate::registration::NixDbWriter;
+use crate::substituter::{Substituter, SubstituterConfig};
+use crate::trust;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchOptions {
+    /// Accept only paths signed by a trusted key. When off, an unsigned path is still accepted
+    /// only if its content address is confirmed from the downloaded bytes.
+    pub require_signatures: bool,
+    /// NARs downloaded and unpacked at once.
+    pub parallel_downloads: usize,
+    /// The Nix database; when the file does not exist the node has no Nix, paths are not
+    /// registered, and a path counts as valid when it is on disk.
+    pub nix_db: PathBuf,
+    /// Nix's state directory, for `gc.lock`.
+    pub nix_state_dir: PathBuf,
+    pub connect_timeout: Duration,
+    /// Whole-request limit for narinfo and nix-cache-info.
+    pub request_timeout: Duration,
+    /// How long a NAR download may stall.
+    pub read_timeout: Duration,
+    /// Tries per request on transient failures (5xx, connection errors, timeouts).
+    pub attempts: u32,
+    /// Wait before the second try, doubled for each further one.
+    pub retry_backoff: Duration,
+    /// How long "this cache does not have the path" is remembered.
+    pub negative_cache_ttl: Duration,
+}
+
+impl Default for FetchOptions {
+    fn default() -> Self {
+        FetchOptions {
+            require_signatures: true,
+            parallel_downloads: 8,
+            nix_db: PathBuf::from(crate::DEFAULT_NIX_DB),
+            nix_state_dir: PathBuf::from("/nix/var/nix"),
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(60),
+            attempts: 3,
+            retry_backoff: Duration::from_millis(500),
+            negative_cache_ttl: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What a closure fetch did, for logs and measurements.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FetchSummary {
+    /// Paths this call downloaded and installed.
+    pub paths_fetched: usize,
+    /// Paths of the closure that were valid already (or were installed meanwhile by another
+    /// process).
+    pub paths_already_valid: usize,
+    /// Bytes received from caches (compressed), failed attempts included.
+    pub bytes_downloaded: u64,
+    /// Uncompressed NAR bytes of the fetched paths.
+    pub nar_bytes: u64,
+    /// The whole closure of the roots, sorted.
+    pub closure: Vec<StorePath>,
+    pub elapsed: Duration,
+}
+
+/// Fetches closures from the configured substituters into `/nix/store`.
+#[derive(Debug, Clone)]
+pub struct Fetcher {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    http: HttpClient,
+    substituters: Vec<Arc<Substituter>>,
+    options: FetchOptions,
+    /// (substituter index, hash part) → when the cache said it does not have the path.
+    negative: Mutex<HashMap<(usize, String), Instant>>,
+}
+
+impl Fetcher {
+    pub fn new(
+        substituters: Vec<SubstituterConfig>,
+        options: FetchOptions,
+    ) -> Result<Fetcher, FetchError> {
+        let substituters = substituters
+            .iter()
+            .map(|config| Substituter::new(config).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        let http = HttpClient::new(
+            options.connect_timeout,
+            options.read_timeout,
+            options.request_timeout,
+            RetryPolicy {
+                attempts: options.attempts,
+                first_backoff: options.retry_backoff,
+            },
+        )
+        .map_err(|problem| FetchError::InvalidSubstituter {
+            url: String::new(),
+            problem: format!("cannot build the http client: {problem}"),
+        })?;
+        Ok(Fetcher {
+            inner: Arc::new(Inner {
+                http,
+                substituters,
+                options,
+                negative: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    pub fn options(&self) -> &FetchOptions {
+        &self.inner.options
+    }
+
+    /// Makes every path of the closure of `roots` valid in `/nix/store`.
+    pub async fn fetch_closure(&self, roots: &[StorePath]) -> Result<FetchSummary, FetchError> {
+        let started = Instant::now();
+        let inner = &self.inner;
+        let store = open_store().await?;
+        let gc = GcLock::shared(&inner.options.nix_state_dir)
+            .await
+            .map_err(|e| {
+                FetchError::Local(LocalError::io(
+                    "lock",
+                    inner.options.nix_state_dir.join("gc.lock"),
+                    e,
+                ))
+            })?
+            .map(Arc::new);
+        let db = open_db(&inner.options.nix_db).await?;
+        let run = Arc::new(Run {
+            http: inner.http.clone(),
+            store,
+            db,
+            gc,
+            downloads: Arc::new(Semaphore::new(inner.options.parallel_downloads.max(1))),
+            downloaded: Default::default(),
+        });
+        let order = self.substituter_order().await;
+
+        let walk = self.walk(&run, &order, roots).await?;
+        check_acyclic(&walk.plans)?;
+        let missing = walk.plans.len();
+        tracing::info!(
+            roots = roots.len(),
+            closure = walk.closure.len(),
+            missing,
+            "fetching missing store paths"
+        );
+
+        let mut senders = HashMap::new();
+        let mut receivers = HashMap::new();
+        for path in walk.plans.keys() {
+            let (sender, receiver) = watch::channel(PathState::Pending);
+            senders.insert(path.clone(), sender);
+            receivers.insert(path.clone(), receiver);
+        }
+        let mut tasks = JoinSet::new();
+        for (path, plan) in walk.plans {
+            let dependencies = plan
+                .info
+                .dependencies()
+                .filter_map(|d| receivers.get(d).map(|r| (d.clone(), r.clone())))
+                .collect();
+            let sender = senders.remove(&path).expect("one sender per planned path");
+            let run = Arc::clone(&run);
+            tasks.spawn(async move {
+                let result = fetch_path(run, Arc::new(plan), dependencies).await;
+                let _ = sender.send(if result.is_ok() {
+                    PathState::Valid
+                } else {
+                    PathState::Failed
+                });
+                (path, result)
+            });
+        }
+        drop(receivers);
+
+        let mut summary = FetchSummary {
+            paths_already_valid: walk.valid,
+            closure: walk.closure.into_iter().collect(),
+            ..FetchSummary::default()
+        };
+        let mut errors = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok((_, Ok(PathOutcome::Fetched { nar_size }))) => {
+                    summary.paths_fetched += 1;
+                    summary.nar_bytes += nar_size;
+                }
+                Ok((_, Ok(PathOutcome::AlreadyValid))) => summary.paths_already_valid += 1,
+                Ok((path, Err(error))) => {
+                    tracing::warn!(path = %path, %error, "store path not fetched");
+                    errors.push(error);
+                }
+                Err(join) => errors.push(FetchError::Local(LocalError::io(
+                    "run fetch task",
+                    STORE_DIR,
+                    std::io::Error::other(join.to_string()),
+                ))),
+            }
+        }
+        summary.bytes_downloaded = run.downloaded.load(Ordering::Relaxed);
+        summary.elapsed = started.elapsed();
+        if !errors.is_empty() {
+            // Report a root cause, not one of the dependents it took down.
+            let index = errors
+                .iter()
+                .position(|e| !matches!(e, FetchError::DependencyFailed { .. }))
+                .unwrap_or(0);
+            return Err(errors.swap_remove(index));
+        }
+        tracing::info!(
+            paths_fetched = summary.paths_fetched,
+            paths_already_valid = summary.paths_already_valid,
+            bytes_downloaded = summary.bytes_downloaded,
+            nar_bytes = summary.nar_bytes,
+            elapsed_ms = summary.elapsed.as_millis() as u64,
+            "closure fetched"
+        );
+        Ok(summary)
+    }
+
+    /// Substituters by priority (configured, else the cache's own), then by config order.
+    async fn substituter_order(&self) -> Vec<(usize, Arc<Substituter>)> {
+        let inner = &self.inner;
+        // Read every nix-cache-info at once; a cache that fails here is reported per path.
+        futures::future::join_all(
+            inner
+                .substituters
+                .iter()
+                .map(|substituter| substituter.cache_info(&inner.http)),
+        )
+        .await;
+        let mut order: Vec<(usize, Arc<Substituter>)> =
+            inner.substituters.iter().cloned().enumerate().collect();
+        order.sort_by_key(|(index, substituter)| (substituter.priority(), *index));
+        order
+    }
+
+    async fn walk(
+        &self,
+        run: &Arc<Run>,
+        order: &[(usize, Arc<Substituter>)],
+        roots: &[StorePath],
+    ) -> Result<Walk, FetchError> {
+        let mut walk = Walk::default();
+        let lookups = Arc::new(Semaphore::new(
+            2 * self.inner.options.parallel_downloads.max(1),
+        ));
+        let mut pending = FuturesUnordered::new();
+        for root in roots {
+            if walk.closure.insert(root.clone()) {
+                pending.push(self.resolve(run, order, root.clone(), Arc::clone(&lookups)));
+            }
+        }
+        while let Some(resolved) = pending.next().await {
+            let references = match resolved? {
+                Resolved::Valid { references } => {
+                    walk.valid += 1;
+                    references
+                }
+                Resolved::Missing(plan) => {
+                    let references: Vec<StorePath> = plan.info.dependencies().cloned().collect();
+                    walk.plans.insert(plan.info.store_path.clone(), *plan);
+                    references
+                }
+            };
+            for reference in references {
+                if walk.closure.insert(reference.clone()) {
+                    pending.push(self.resolve(run, order, reference, Arc::clone(&lookups)));
+                }
+            }
+        }
+        Ok(walk)
+    }
+
+    async fn resolve(
+        &self,
+        run: &Arc<Run>,
+        order: &[(usize, Arc<Substituter>)],
+        path: StorePath,
+        lookups: Arc<Semaphore>,
+    ) -> Result<Resolved, FetchError> {
+        let _permit = lookups.acquire_owned().await;
+        let local = |cause| FetchError::Install {
+            path: path.clone(),
+            cause,
+        };
+        if run.is_valid(&path).await.map_err(local)? {
+            let references = match &run.db {
+                Some(db) => {
+                    let db = Arc::clone(db);
+                    let queried = path.clone();
+                    blocking(move || lock_db(&db).references(&queried))
+                        .await
+                        .map_err(local)?
+                }
+                // Without a database the references are only known from a cache; a path on
+                // disk that no cache knows is taken as it is.
+                None => match self.find_narinfo(order, &path).await {
+                    Ok(plan) => plan.info.references.iter().cloned().collect(),
+                    Err(_) => Vec::new(),
+                },
+            };
+            let references = references.into_iter().filter(|r| *r != path).collect();
+            return Ok(Resolved::Valid { references });
+        }
+        Ok(Resolved::Missing(Box::new(
+            self.find_narinfo(order, &path).await?,
+        )))
+    }
+
+    /// The first substituter, by priority, with a trustworthy narinfo for `path`.
+    async fn find_narinfo(
+        &self,
+        order: &[(usize, Arc<Substituter>)],
+        path: &StorePath,
+    ) -> Result<PathPlan, FetchError> {
+        let inner = &self.inner;
+        let mut first_error: Option<(String, FetchCause)> = None;
+        for (index, substituter) in order {
+            let key = (*index, path.hash_part().to_string());
+            if self.recently_absent(&key) {
+                continue;
+            }
+            if let Err(cause) = substituter.cache_info(&inner.http).await {
+                first_error.get_or_insert((substituter.url.clone(), cause));
+                continue;
+            }
+            let info = match substituter.narinfo(&inner.http, path).await {
+                Ok(Some(info)) => info,
+                Ok(None) => {
+                    tracing::debug!(path = %path, substituter = %substituter.url, "not in this cache");
+                    self.remember_absent(key);
+                    continue;
+                }
+                Err(cause) => {
+                    first_error.get_or_insert((substituter.url.clone(), cause));
+                    continue;
+                }
+            };
+            match trust::check_narinfo(&info, &substituter.keys, inner.options.require_signatures) {
+                Ok(trust) => {
+                    tracing::debug!(path = %path, substituter = %substituter.url, ?trust, "narinfo accepted");
+                    return Ok(PathPlan {
+                        info,
+                        substituter: Arc::clone(substituter),
+                        trust,
+                    });
+                }
+                Err(cause) => {
+                    tracing::warn!(path = %path, substituter = %substituter.url, error = %cause, "narinfo rejected");
+                    first_error.get_or_insert((substituter.url.clone(), cause));
+                }
+            }
+        }
+        Err(match first_error {
+            Some((substituter, cause)) => FetchError::Path {
+                path: path.clone(),
+                substituter,
+                cause: Box::new(cause),
+            },
+            None => FetchError::NotFound {
+                path: path.clone(),
+                substituters: if inner.substituters.is_empty() {
+                    "none configured".to_string()
+                } else {
+                    inner
+                        .substituters
+                        .iter()
+                        .map(|s| s.url.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
+            },
+        })
+    }
+
+    fn recently_absent(&self, key: &(usize, String)) -> bool {
+        let ttl = self.inner.options.negative_cache_ttl;
+        let mut negative = self
+            .inner
+            .negative
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match negative.get(key) {
+            Some(when) if when.elapsed() < ttl => true,
+            Some(_) => {
+                negative.remove(key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn remember_absent(&self, key: (usize, String)) {
+        if self.inner.options.negative_cache_ttl.is_zero() {
+            return;
+        }
+        self.inner
+            .negative
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(key, Instant::now());
+    }
+}
+
+#[derive(Default)]
+struct Walk {
+    closure: BTreeSet<StorePath>,
+    valid: usize,
+    plans: BTreeMap<StorePath, PathPlan>,
+}
+
+enum Resolved {
+    Valid { references: Vec<StorePath> },
+    Missing(Box<PathPlan>),
+}
+
+async fn open_store() -> Result<Arc<StoreDir>, FetchError> {
+    blocking(|| {
+        // A node without Nix has no store yet; Nix's single-user layout is root-owned 0755.
+        if !std::path::Path::new(STORE_DIR).exists() {
+            std::fs::create_dir_all(STORE_DIR)
+                .map_err(|e| LocalError::io("create", STORE_DIR, e))?;
+        }
+        StoreDir::open(STORE_DIR)
+    })
+    .await
+    .map(Arc::new)
+    .map_err(FetchError::Local)
+}
+
+async fn open_db(path: &std::path::Path) -> Result<Option<Arc<Mutex<NixDbWriter>>>, FetchError> {
+    if !path.exists() {
+        tracing::debug!(db = %path.display(), "no nix database: paths will not be registered");
+        return Ok(None);
+    }
+    let path = path.to_path_buf();
+    blocking(move || NixDbWriter::open(&path))
+        .await
+        .map(|db| Some(Arc::new(Mutex::new(db))))
+        .map_err(FetchError::Local)
+}
+
+/// A cycle other than a self-reference would make its paths wait for each other forever (and
+/// cannot come from Nix); refuse it up front.
+fn check_acyclic(plans: &BTreeMap<StorePath, PathPlan>) -> Result<(), FetchError> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        Visiting,
+        Done,
+    }
+    let mut marks: HashMap<&StorePath, Mark> = HashMap::new();
+    for start in plans.keys() {
+        if marks.contains_key(start) {
+            continue;
+        }
+        // Iterative depth-first search: closures can be deep.
+        let mut stack: Vec<(&StorePath, Vec<&StorePath>)> = Vec::new();
+        marks.insert(start, Mark::Visiting);
+        stack.push((
+            start,
+            plans[start]
+                .info
+                .dependencies()
+                .filter(|d| plans.contains_key(*d))
+                .collect(),
+        ));
+        while let Some((node, children)) = stack.last_mut() {
+            match children.pop() {
+                Some(child) => match marks.get(child) {
+                    Some(Mark::Visiting) => {
+                        return Err(FetchError::ReferenceCycle {
+                            path: (*node).clone(),
+                            through: child.clone(),
+                        })
+                    }
+                    Some(Mark::Done) => {}
+                    None => {
+                        marks.insert(child, Mark::Visiting);
+                        let grandchildren = plans[child]
+                            .info
+                            .dependencies()
+                            .filter(|d| plans.contains_key(*d))
+                            .collect();
+                        stack.push((child, grandchildren));
+                    }
+                },
+                None => {
+                    marks.insert(node, Mark::Done);
+                    stack.pop();
+                }
+            }
+        }
+    }
+    Ok(())
+}
