@@ -32,7 +32,11 @@ impl EnvCommand {
                             package.install_id,
                             package.priority,
                             output.name,
-                            if output.to_install { "" } else { " (not installed)" },
+                            if output.to_install {
+                                ""
+                            } else {
+                                " (not installed)"
+                            },
                             output.store_path
                         );
                     }

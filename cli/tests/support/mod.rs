@@ -164,10 +164,9 @@ pub fn text_files(snapshot: &Snapshot, prefix: &str) -> BTreeMap<PathBuf, String
         .iter()
         .filter(|(path, _)| path.starts_with(prefix))
         .filter_map(|(path, entry)| match entry {
-            Entry::File { bytes, .. } => Some((
-                path.clone(),
-                String::from_utf8_lossy(bytes).into_owned(),
-            )),
+            Entry::File { bytes, .. } => {
+                Some((path.clone(), String::from_utf8_lossy(bytes).into_owned()))
+            }
             Entry::Dir { .. } => None,
         })
         .collect()
