@@ -1,6 +1,7 @@
 //! nixlet's containerd shim: a task service in front of the stock runc shim that rewrites the
 //! spec of containers asking for a Nix environment.
 
+pub mod activation;
 pub mod bundle;
 pub mod config;
 pub mod create_error;

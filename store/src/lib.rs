@@ -12,6 +12,7 @@ pub mod content_address;
 mod fetch_closure;
 mod fetch_error;
 mod fetch_path;
+mod fetch_progress;
 mod http_client;
 pub mod install;
 pub mod nar_download;
@@ -24,6 +25,7 @@ pub mod registration;
 pub mod signature;
 mod substituter;
 pub mod trust;
+pub mod view_tree;
 
 pub use error::StoreError;
 pub use local_store::{LocalStore, DEFAULT_NIX_DB};
@@ -31,6 +33,7 @@ pub use nix_db::NixDb;
 
 pub use fetch_closure::{FetchOptions, FetchSummary, Fetcher};
 pub use fetch_error::{FetchCause, FetchError, LocalError};
+pub use fetch_progress::{FetchProgress, ProgressSnapshot};
 pub use install::sweep_stale_entries;
 pub use path_lock::GcLock;
 pub use substituter::SubstituterConfig;
