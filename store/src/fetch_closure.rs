@@ -21,6 +21,7 @@ use tokio::task::JoinSet;
 
 use crate::fetch_error::{FetchCause, FetchError, LocalError};
 use crate::fetch_path::{blocking, fetch_path, lock_db, PathOutcome, PathPlan, PathState, Run};
+use crate::fetch_progress::FetchProgress;
 use crate::http_client::{HttpClient, RetryPolicy};
 use crate::install::StoreDir;
 use crate::path_lock::GcLock;
@@ -120,10 +121,7 @@ impl Fetcher {
                 first_backoff: options.retry_backoff,
             },
         )
-        .map_err(|problem| FetchError::InvalidSubstituter {
-            url: String::new(),
-            problem: format!("cannot build the http client: {problem}"),
-        })?;
+        .map_err(FetchError::HttpClient)?;
         Ok(Fetcher {
             inner: Arc::new(Inner {
                 http,
@@ -140,6 +138,16 @@ impl Fetcher {
 
     /// Makes every path of the closure of `roots` valid in `/nix/store`.
     pub async fn fetch_closure(&self, roots: &[StorePath]) -> Result<FetchSummary, FetchError> {
+        self.fetch_closure_with_progress(roots, Arc::default())
+            .await
+    }
+
+    /// [`Fetcher::fetch_closure`], updating `progress` as it goes.
+    pub async fn fetch_closure_with_progress(
+        &self,
+        roots: &[StorePath],
+        progress: Arc<FetchProgress>,
+    ) -> Result<FetchSummary, FetchError> {
         let started = Instant::now();
         let inner = &self.inner;
         let store = open_store().await?;
@@ -161,12 +169,17 @@ impl Fetcher {
             gc,
             downloads: Arc::new(Semaphore::new(inner.options.parallel_downloads.max(1))),
             downloaded: Default::default(),
+            progress: Arc::clone(&progress),
         });
         let order = self.substituter_order().await;
 
         let walk = self.walk(&run, &order, roots).await?;
         check_acyclic(&walk.plans)?;
         let missing = walk.plans.len();
+        progress.planned(
+            missing,
+            walk.plans.values().map(|plan| plan.info.nar_size).sum(),
+        );
         tracing::info!(
             roots = roots.len(),
             closure = walk.closure.len(),
@@ -213,8 +226,12 @@ impl Fetcher {
                 Ok((_, Ok(PathOutcome::Fetched { nar_size }))) => {
                     summary.paths_fetched += 1;
                     summary.nar_bytes += nar_size;
+                    progress.path_done();
                 }
-                Ok((_, Ok(PathOutcome::AlreadyValid))) => summary.paths_already_valid += 1,
+                Ok((_, Ok(PathOutcome::AlreadyValid))) => {
+                    summary.paths_already_valid += 1;
+                    progress.path_done();
+                }
                 Ok((path, Err(error))) => {
                     tracing::warn!(path = %path, %error, "store path not fetched");
                     errors.push(error);
@@ -522,4 +539,93 @@ fn check_acyclic(plans: &BTreeMap<StorePath, PathPlan>) -> Result<(), FetchError
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::narinfo::{Compression, NarInfo};
+
+    fn plan(path: &StorePath, references: &[&StorePath]) -> PathPlan {
+        PathPlan {
+            info: NarInfo {
+                store_path: path.clone(),
+                url: "nar/x".into(),
+                compression: Compression::None,
+                nar_hash: [0; 32],
+                nar_size: 1,
+                references: references.iter().map(|r| (*r).clone()).collect(),
+                deriver: None,
+                signatures: vec![],
+                ca: None,
+                file_size: None,
+            },
+            substituter: Arc::new(
+                Substituter::new(&SubstituterConfig {
+                    url: "http://127.0.0.1:1".into(),
+                    ..Default::default()
+                })
+                .unwrap(),
+            ),
+            trust: trust::Trust::Signed { key: "k".into() },
+        }
+    }
+
+    fn p(digit: char, name: &str) -> StorePath {
+        StorePath::parse(&format!(
+            "/nix/store/{}-{name}",
+            digit.to_string().repeat(32)
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn self_references_are_fine_but_cycles_are_refused() {
+        let (a, b, c) = (p('1', "a"), p('2', "b"), p('3', "c"));
+        let mut plans = BTreeMap::new();
+        plans.insert(a.clone(), plan(&a, &[&a, &b]));
+        plans.insert(b.clone(), plan(&b, &[&b, &c]));
+        plans.insert(c.clone(), plan(&c, &[]));
+        check_acyclic(&plans).unwrap();
+
+        plans.insert(c.clone(), plan(&c, &[&a]));
+        let error = check_acyclic(&plans).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("the references of /nix/store/"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn fetching_is_send_so_the_shim_can_spawn_it() {
+        fn require_send<T: Send>(_: &T) {}
+        let fetcher = Fetcher::new(vec![], FetchOptions::default()).unwrap();
+        let future = fetcher.fetch_closure(&[]);
+        require_send(&future);
+        let with_progress = fetcher.fetch_closure_with_progress(&[], Arc::default());
+        require_send(&with_progress);
+    }
+
+    #[tokio::test]
+    async fn a_path_without_substituters_is_not_found() {
+        let fetcher = Fetcher::new(
+            vec![],
+            FetchOptions {
+                // A database path that does not exist: this test must not touch the real one.
+                nix_db: "/nonexistent/db.sqlite".into(),
+                nix_state_dir: "/nonexistent".into(),
+                ..FetchOptions::default()
+            },
+        )
+        .unwrap();
+        let order = fetcher.substituter_order().await;
+        let missing = p('0', "missing");
+        let error = fetcher.find_narinfo(&order, &missing).await.unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!("store path {missing} is not in any substituter (asked none configured)")
+        );
+    }
 }

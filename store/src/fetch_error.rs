@@ -15,6 +15,9 @@ pub enum FetchError {
     #[error("invalid substituter {url:?}: {problem}")]
     InvalidSubstituter { url: String, problem: String },
 
+    #[error("cannot build the http client: {0}")]
+    HttpClient(String),
+
     #[error("cannot fetch {path} from {substituter}: {cause}")]
     Path {
         path: StorePath,
@@ -53,7 +56,9 @@ impl FetchError {
             | FetchError::Install { path, .. }
             | FetchError::DependencyFailed { path, .. }
             | FetchError::ReferenceCycle { path, .. } => Some(path),
-            FetchError::InvalidSubstituter { .. } | FetchError::Local(_) => None,
+            FetchError::InvalidSubstituter { .. }
+            | FetchError::HttpClient(_)
+            | FetchError::Local(_) => None,
         }
     }
 }

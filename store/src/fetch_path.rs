@@ -7,7 +7,7 @@
 
 use std::ffi::OsStr;
 use std::io::Read;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -15,8 +15,10 @@ use nix_derivation::{HashAlgorithm, NixHash, NixHasher};
 use nixlet_manifest::StorePath;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use tokio::sync::{watch, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 use crate::fetch_error::{FetchCause, FetchError, LocalError};
+use crate::fetch_progress::FetchProgress;
 use crate::http_client::HttpClient;
 use crate::install::{StoreDir, TempEntry};
 use crate::nar_download::{body_reader, buffered, decompressor, FailureSlot, NarDigest, NarReader};
@@ -59,7 +61,9 @@ pub struct Run {
     pub db: Option<Arc<Mutex<NixDbWriter>>>,
     pub gc: Option<Arc<GcLock>>,
     pub downloads: Arc<Semaphore>,
+    /// Compressed bytes received by this run.
     pub downloaded: AtomicU64,
+    pub progress: Arc<FetchProgress>,
 }
 
 impl Run {
@@ -107,12 +111,13 @@ struct Staging {
     _gc: Option<Arc<GcLock>>,
 }
 
-/// Sets the flag when the fetch's future is dropped, so the unpack thread stops reading.
-struct CancelOnDrop(Arc<AtomicBool>);
+/// Cancels the download when the fetch's future is dropped (its caller gave up), so the unpack
+/// thread stops at once and drops the temporary entry and the lock.
+struct CancelOnDrop(CancellationToken);
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
+        self.0.cancel();
     }
 }
 
@@ -150,12 +155,13 @@ pub async fn fetch_path(
                 e,
             ))
         })?;
+    // Claimed first, which removes whatever a killed fetch left under the temporary name.
+    let temp = TempEntry::claim(&run.store, &path, &lock).map_err(install_error)?;
     // Someone (another shim, or Nix) may have installed it while we waited.
     if run.is_valid(&path).await.map_err(install_error)? {
         tracing::debug!(path = %path, "installed by another process meanwhile");
         return Ok(PathOutcome::AlreadyValid);
     }
-    let temp = TempEntry::claim(&run.store, &path, &lock).map_err(install_error)?;
     let mut staging = Staging {
         temp,
         lock,
@@ -172,8 +178,8 @@ pub async fn fetch_path(
                 std::io::Error::other("download slots closed"),
             ))
         })?;
-    let cancelled = Arc::new(AtomicBool::new(false));
-    let _cancel_on_drop = CancelOnDrop(Arc::clone(&cancelled));
+    let cancel = CancellationToken::new();
+    let _cancel_on_drop = CancelOnDrop(cancel.clone());
     let url = plan.substituter.nar_url(&plan.info).map_err(path_error)?;
     let (extra_algorithm, flat_algorithm) = match &plan.info.ca {
         Some(ca) => match trust::content_hash_plan(ca).map_err(path_error)? {
@@ -186,15 +192,19 @@ pub async fn fetch_path(
     let policy = run.http.retry;
     let mut attempt = 1;
     let measured = loop {
-        let counter = Arc::new(AtomicU64::new(0));
         let result = match open_nar(&run.http, &plan, &url).await {
             Err(cause) => Err(cause),
             Ok(response) => {
                 let slot = FailureSlot::default();
-                let body = body_reader(response, Arc::clone(&counter), slot.clone());
+                let counting = Arc::clone(&run);
+                let on_bytes = move |bytes| {
+                    counting.downloaded.fetch_add(bytes, Ordering::Relaxed);
+                    counting.progress.downloaded(bytes);
+                };
+                let body = body_reader(response, on_bytes, slot.clone(), cancel.clone());
                 let plan = Arc::clone(&plan);
                 let url = url.to_string();
-                let cancelled = Arc::clone(&cancelled);
+                let cancel = cancel.clone();
                 let joined = tokio::task::spawn_blocking(move || {
                     let result = unpack_attempt(
                         &staging,
@@ -204,7 +214,7 @@ pub async fn fetch_path(
                         extra_algorithm,
                         flat_algorithm,
                         slot,
-                        cancelled,
+                        cancel,
                     );
                     (staging, result)
                 })
@@ -224,8 +234,6 @@ pub async fn fetch_path(
                 }
             }
         };
-        run.downloaded
-            .fetch_add(counter.load(Ordering::Relaxed), Ordering::Relaxed);
         match result {
             Ok(measured) => break measured,
             Err(cause) if cause.is_transient() && attempt < policy.attempts => {
@@ -315,7 +323,7 @@ fn unpack_attempt(
     extra_algorithm: Option<HashAlgorithm>,
     flat_algorithm: Option<HashAlgorithm>,
     slot: FailureSlot,
-    cancelled: Arc<AtomicBool>,
+    cancel: CancellationToken,
 ) -> Result<Measured, FetchCause> {
     let decompressed =
         decompressor(info.compression, body).map_err(|e| FetchCause::Decompress {
@@ -328,7 +336,7 @@ fn unpack_attempt(
         info.nar_size,
         extra_algorithm,
         slot.clone(),
-        cancelled,
+        cancel,
         info.compression,
         url.clone(),
     );

@@ -6,14 +6,14 @@
 //! right cause (network, decompression, size) instead of "malformed nar".
 
 use std::io::{self, BufReader, Read};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use nix_derivation::{HashAlgorithm, NixHash, NixHasher};
 use reqwest::Response;
 use sha2::{Digest, Sha256};
 use tokio_util::io::{StreamReader, SyncIoBridge};
+use tokio_util::sync::CancellationToken;
 
 use crate::fetch_error::FetchCause;
 use crate::http_client::classify;
@@ -49,18 +49,22 @@ impl FailureSlot {
     }
 }
 
-/// The compressed body of `response` as a blocking `Read`, counting bytes into `downloaded`.
-/// Must be created inside the tokio runtime and read on a blocking thread.
+/// The compressed body of `response` as a blocking `Read`, reporting each chunk's size to
+/// `on_bytes`.
+/// Must be created inside the tokio runtime and read on a blocking thread. Cancelling `cancel`
+/// ends the stream at once, even while it waits for a stalled server.
 pub fn body_reader(
     response: Response,
-    downloaded: Arc<AtomicU64>,
+    on_bytes: impl Fn(u64) + Send + 'static,
     failure: FailureSlot,
+    cancel: CancellationToken,
 ) -> impl Read + Send + 'static {
     let url = response.url().to_string();
     let stream = response
         .bytes_stream()
+        .take_until(Box::pin(cancel.cancelled_owned()))
         .inspect_ok(move |chunk| {
-            downloaded.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            on_bytes(chunk.len() as u64);
         })
         .map_err(move |error| {
             failure.record(|| classify(&url, &error));
@@ -102,7 +106,7 @@ pub struct NarReader<R> {
     size: u64,
     limit: u64,
     failure: FailureSlot,
-    cancelled: Arc<AtomicBool>,
+    cancel: CancellationToken,
     /// For messages.
     compression: Compression,
     url: String,
@@ -115,7 +119,7 @@ impl<R: Read> NarReader<R> {
         limit: u64,
         extra_algorithm: Option<HashAlgorithm>,
         failure: FailureSlot,
-        cancelled: Arc<AtomicBool>,
+        cancel: CancellationToken,
         compression: Compression,
         url: String,
     ) -> Self {
@@ -128,7 +132,7 @@ impl<R: Read> NarReader<R> {
             size: 0,
             limit,
             failure,
-            cancelled,
+            cancel,
             compression,
             url,
         }
@@ -145,11 +149,9 @@ impl<R: Read> NarReader<R> {
 
 impl<R: Read> Read for NarReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.cancelled.load(Ordering::Relaxed) {
-            return Err(io::Error::new(
-                io::ErrorKind::Interrupted,
-                "fetch cancelled",
-            ));
+        if self.cancel.is_cancelled() {
+            // Not `Interrupted`: readers retry that kind forever.
+            return Err(io::Error::other("fetch cancelled"));
         }
         let read = match self.inner.read(buf) {
             Ok(read) => read,
@@ -205,7 +207,7 @@ mod tests {
                 limit,
                 Some(HashAlgorithm::Sha1),
                 slot.clone(),
-                Arc::new(AtomicBool::new(false)),
+                CancellationToken::new(),
                 compression,
                 "http://cache/nar/x".into(),
             ),

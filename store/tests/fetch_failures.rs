@@ -173,14 +173,16 @@ async fn a_signed_field_changed_after_signing_is_detected() {
     // Drop a reference of the root (the only narinfo naming both file and link): an attacker
     // hiding a dependency.
     let s = Scenario::with_edit("tampered", "xz", |line| {
-        Some(if line.starts_with("References:") && line.contains("-file") && line.contains("-link") {
-            line.split_whitespace()
-                .filter(|word| !word.contains("-file"))
-                .collect::<Vec<_>>()
-                .join(" ")
-        } else {
-            line.to_string()
-        })
+        Some(
+            if line.starts_with("References:") && line.contains("-file") && line.contains("-link") {
+                line.split_whitespace()
+                    .filter(|word| !word.contains("-file"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            } else {
+                line.to_string()
+            },
+        )
     });
     s.expect_failure(test_options(), &s.closure.root, "does not verify")
         .await;
@@ -203,8 +205,12 @@ async fn a_nar_that_does_not_match_its_signed_hash_is_refused() {
         .expect("the file contents are in the nar");
     nar[at] = b'L';
     std::fs::write(&nar_file, nar).unwrap();
-    s.expect_failure(test_options(), &lib, "nar hash mismatch: narinfo says sha256:")
-        .await;
+    s.expect_failure(
+        test_options(),
+        &lib,
+        "nar hash mismatch: narinfo says sha256:",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -216,12 +222,14 @@ async fn a_nar_longer_than_its_signed_size_is_refused() {
     let lib = s.closure.path_named("lib");
     let mut body = std::fs::read(s.cache.nar_file(&lib)).unwrap();
     body.extend_from_slice(&[0; 4096]);
-    s.server
-        .inject(&s.nar_url(&lib), Fault::Body(body), None);
+    s.server.inject(&s.nar_url(&lib), Fault::Body(body), None);
     let error = s
         .expect_failure(test_options(), &lib, "nar size mismatch: narinfo says")
         .await;
-    assert!(error.to_string().contains("the download has more than"), "{error}");
+    assert!(
+        error.to_string().contains("the download has more than"),
+        "{error}"
+    );
 }
 
 #[tokio::test]
@@ -293,7 +301,8 @@ async fn http_errors_are_retried_with_backoff_then_reported() {
     // A cache that recovers within the attempts is as good as one that never failed.
     s.server.clear_faults();
     let lib = s.closure.path_named("lib");
-    s.server.inject(&s.nar_url(&lib), Fault::Status(503), Some(2));
+    s.server
+        .inject(&s.nar_url(&lib), Fault::Status(503), Some(2));
     s.fetch(test_options()).await.unwrap();
     assert_eq!(s.server.count(&s.nar_url(&lib)), 3);
     s.closure.assert_restored();
@@ -411,12 +420,21 @@ async fn a_failing_substituter_falls_back_to_the_next_and_credentials_are_sent()
         .await
         .unwrap();
     s.closure.assert_restored();
-    assert!(broken.count(".narinfo") > 0, "the preferred cache was asked first");
+    assert!(
+        broken.count(".narinfo") > 0,
+        "the preferred cache was asked first"
+    );
     assert_eq!(broken.count("/nar/"), 0);
     let authorizations = s.server.authorizations();
     assert!(!authorizations.is_empty());
-    assert!(authorizations.iter().all(|a| a == "Bearer s3cret"), "{authorizations:?}");
-    assert!(broken.authorizations().is_empty(), "no credentials for another cache");
+    assert!(
+        authorizations.iter().all(|a| a == "Bearer s3cret"),
+        "{authorizations:?}"
+    );
+    assert!(
+        broken.authorizations().is_empty(),
+        "no credentials for another cache"
+    );
 }
 
 /// NAR tokens written by hand, for archives no encoder would produce.
@@ -425,7 +443,8 @@ struct Nar(Vec<u8>);
 
 impl Nar {
     fn token(mut self, bytes: &[u8]) -> Self {
-        self.0.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+        self.0
+            .extend_from_slice(&(bytes.len() as u64).to_le_bytes());
         self.0.extend_from_slice(bytes);
         let padded = self.0.len().div_ceil(8) * 8;
         self.0.resize(padded, 0);
@@ -465,7 +484,16 @@ fn hostile_nars() -> Vec<(&'static str, Vec<u8>)> {
     trailing.extend_from_slice(&8u64.to_le_bytes());
     let mut deep = Nar::start();
     for _ in 0..300 {
-        deep = deep.tokens(&[b"(", b"type", b"directory", b"entry", b"(", b"name", b"d", b"node"]);
+        deep = deep.tokens(&[
+            b"(",
+            b"type",
+            b"directory",
+            b"entry",
+            b"(",
+            b"name",
+            b"d",
+            b"node",
+        ]);
     }
     let escape = Nar::start()
         .dir(|n| {
@@ -524,7 +552,7 @@ async fn hostile_nars_from_a_trusted_cache_are_refused() {
 
         let error = Fetcher::new(vec![s.substituter()], test_options())
             .unwrap()
-            .fetch_closure(&[path.clone()])
+            .fetch_closure(std::slice::from_ref(&path))
             .await
             .unwrap_err();
         let message = error.to_string();
@@ -585,7 +613,10 @@ impl CaScenario {
         self.cache_dir.path().join(format!("{hash}.narinfo"))
     }
 
-    async fn fetch(&self, require_signatures: bool) -> Result<nixlet_store::FetchSummary, FetchError> {
+    async fn fetch(
+        &self,
+        require_signatures: bool,
+    ) -> Result<nixlet_store::FetchSummary, FetchError> {
         let substituter = SubstituterConfig {
             url: self.server.url(),
             ..SubstituterConfig::default()
@@ -618,7 +649,10 @@ async fn an_unsigned_content_addressed_path_is_accepted_only_when_allowed() {
     assert!(!narinfo.contains("Sig:"), "{narinfo}");
 
     let error = s.fetch(true).await.unwrap_err();
-    assert!(error.to_string().contains("signatures are required"), "{error}");
+    assert!(
+        error.to_string().contains("signatures are required"),
+        "{error}"
+    );
     assert_eq!(StoreSnapshot::take(&s.tag), s.before);
 
     let summary = s.fetch(false).await.unwrap();

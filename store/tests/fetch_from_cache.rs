@@ -4,7 +4,7 @@
 mod support;
 
 use nixlet_manifest::StorePath;
-use nixlet_store::{FetchSummary, Fetcher};
+use nixlet_store::{FetchProgress, FetchSummary, Fetcher, ProgressSnapshot};
 use support::cache_server::CacheServer;
 use support::nix_fixture::{self, test_options, Cache, Closure, StoreSnapshot};
 use support::prereq;
@@ -24,9 +24,22 @@ async fn round_trip(test: &str, compression: &str, edit: impl FnMut(&str) -> Opt
     closure.delete();
 
     let fetcher = Fetcher::new(vec![cache.substituter(&server.url())], test_options()).unwrap();
-    let summary = fetcher.fetch_closure(&closure.roots()).await.unwrap();
+    let progress = std::sync::Arc::new(FetchProgress::default());
+    let summary = fetcher
+        .fetch_closure_with_progress(&closure.roots(), std::sync::Arc::clone(&progress))
+        .await
+        .unwrap();
     closure.assert_restored();
     assert_summary(&summary, &closure);
+    assert_eq!(
+        progress.snapshot(),
+        ProgressSnapshot {
+            paths_to_fetch: closure.paths.len(),
+            nar_bytes_to_fetch: summary.nar_bytes,
+            paths_done: closure.paths.len(),
+            bytes_downloaded: summary.bytes_downloaded,
+        }
+    );
     for path in &closure.paths {
         // Each NAR was downloaded exactly once.
         let nar = cache.field(path, "URL").unwrap();
