@@ -18,6 +18,9 @@ use crate::containerd_schema::Schema;
 use crate::names::{ANNOTATION_PATTERNS, RUNTIME_TYPE};
 
 const ANNOTATION_KEYS: [&str; 2] = ["pod_annotations", "container_annotations"];
+/// containerd's built-in runtime and its type.
+const DEFAULT_RUNTIME: &str = "runc";
+const DEFAULT_RUNTIME_TYPE: &str = "io.containerd.runc.v2";
 /// Key indentation of a new runtime table without siblings to copy from.
 const DEFAULT_KEY_INDENT: &str = "  ";
 
@@ -50,6 +53,10 @@ pub struct RuntimeEdit {
     /// value each had before (`None`: the key was absent).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub previous: BTreeMap<String, Option<String>>,
+    /// Install also wrote containerd's default `runc` runtime next to nixlet's, because it
+    /// created the `runtimes` table (see [`ensure_runtime`]).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub default_runc: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,46 +117,49 @@ pub fn add_version(doc: &mut DocumentMut, schema: Schema) {
 /// Makes the document declare nixlet's runtime for `schema`: runtime type and both annotation
 /// lists (patterns already listed are kept; missing ones are appended). `None` when nothing had
 /// to change.
+///
+/// A file without a `runtimes` table runs on containerd's built-in list, which holds only
+/// `runc`. containerd 1.x replaces that whole list with the file's as soon as the file lists any
+/// runtime (checked with `containerd config dump`), so adding only nixlet's would leave the node
+/// without `runc`, its default runtime. When the edit creates `runtimes`, it therefore also
+/// writes `runc` as containerd defines it.
 pub fn ensure_runtime(
     doc: &mut DocumentMut,
     schema: Schema,
     path: &Path,
 ) -> Result<Option<RuntimeEdit>, ConfigError> {
-    let keys = schema.runtime_table_path();
-    let mut created_tables = Vec::new();
-    let mut key_indent = None;
-    let mut table: &mut Table = doc.as_table_mut();
-    for (depth, key) in keys.iter().enumerate() {
-        let key_path: Vec<String> = keys[..=depth].iter().map(|k| k.to_string()).collect();
-        let is_runtime_table = depth + 1 == keys.len();
-        if !table.contains_key(key) {
-            let mut new_table = Table::new();
-            if is_runtime_table {
-                key_indent = style_like_sibling(table, &mut new_table);
-            } else {
-                // Intermediate tables exist only through the header of the new one.
-                new_table.set_implicit(true);
-            }
-            table.insert(key, Item::Table(new_table));
-            created_tables.push(key_path.clone());
-        }
-        let parent = table;
-        table = match parent.get_mut(key) {
-            Some(Item::Table(child)) => child,
-            _ => {
-                return Err(ConfigError::NotATable {
-                    path: path.to_path_buf(),
-                    key: dotted(&key_path),
-                })
-            }
-        };
+    let keys: Vec<String> = schema
+        .runtime_table_path()
+        .iter()
+        .map(|k| k.to_string())
+        .collect();
+    let created_tables = create_tables(doc.as_table_mut(), &keys, path)?;
+    let created_runtime = created_tables.last() == Some(&keys);
+    let style = created_runtime.then(|| HeaderStyle::for_new_table(doc, &keys));
+    let runtimes_path = &keys[..keys.len() - 1];
+    // Only containerd 1.x replaces the list, and only schema 2 reaches it; a schema 3 drop-in is
+    // merged key by key into a list the main file or containerd's defaults already hold.
+    let default_runc =
+        schema == Schema::V2 && created_tables.iter().any(|t| t.as_slice() == runtimes_path);
+    if default_runc {
+        let style = style
+            .as_ref()
+            .expect("runtimes created, so the runtime table too");
+        let runtimes = table_at_mut(doc.as_table_mut(), runtimes_path).expect("created above");
+        runtimes.insert(DEFAULT_RUNTIME, Item::Table(default_runc_table(style)));
+        // Before nixlet's, as containerd lists it first.
+        runtimes.sort_values_by(|a, _, b, _| {
+            (a.get() != DEFAULT_RUNTIME).cmp(&(b.get() != DEFAULT_RUNTIME))
+        });
     }
-    let created_runtime = created_tables
-        .last()
-        .is_some_and(|last: &Vec<String>| last.len() == keys.len());
-    let key_indent = key_indent
-        .or_else(|| first_key_indent(table))
-        .unwrap_or_else(|| DEFAULT_KEY_INDENT.to_string());
+    let table = table_at_mut(doc.as_table_mut(), &keys).expect("created above");
+    let key_indent = match &style {
+        Some(style) => {
+            table.decor_mut().set_prefix(style.prefix.clone());
+            style.key_indent.clone()
+        }
+        None => first_key_indent(table).unwrap_or_else(|| DEFAULT_KEY_INDENT.to_string()),
+    };
 
     let mut previous = BTreeMap::new();
     set_string(table, "runtime_type", RUNTIME_TYPE, &mut previous);
@@ -171,10 +181,157 @@ pub fn ensure_runtime(
         return Ok(None);
     }
     Ok(Some(RuntimeEdit {
-        table: keys.iter().map(|k| k.to_string()).collect(),
+        table: keys,
         created_tables,
         previous,
+        default_runc,
     }))
+}
+
+/// `runc` as containerd 1.x defines it when a config lists no runtime.
+fn default_runc_table(style: &HeaderStyle) -> Table {
+    let mut table = Table::new();
+    let indent = style.prefix.rsplit('\n').next().unwrap_or_default();
+    table.decor_mut().set_prefix(format!(
+        "{}# containerd's default runtime, written by nixlet's installer: a file that lists\n\
+         {indent}# any runtime replaces containerd's built-in list, which holds only this one.\n{indent}",
+        style.prefix
+    ));
+    table.insert("runtime_type", toml_edit::value(DEFAULT_RUNTIME_TYPE));
+    if let Some(mut key) = table.key_mut("runtime_type") {
+        key.leaf_decor_mut().set_prefix(style.key_indent.clone());
+    }
+    table
+}
+
+/// Creates the missing tables along `keys`; the intermediate ones implicit, so that they exist
+/// only through the header of the last. Returns the key paths it created, outermost first.
+fn create_tables(
+    root: &mut Table,
+    keys: &[String],
+    path: &Path,
+) -> Result<Vec<Vec<String>>, ConfigError> {
+    let mut created = Vec::new();
+    let mut table = root;
+    for (depth, key) in keys.iter().enumerate() {
+        if !table.contains_key(key) {
+            let mut new_table = Table::new();
+            new_table.set_implicit(depth + 1 < keys.len());
+            table.insert(key, Item::Table(new_table));
+            created.push(keys[..=depth].to_vec());
+        }
+        let parent = table;
+        table = match parent.get_mut(key) {
+            Some(Item::Table(child)) => child,
+            _ => {
+                return Err(ConfigError::NotATable {
+                    path: path.to_path_buf(),
+                    key: dotted(&keys[..=depth]),
+                })
+            }
+        };
+    }
+    Ok(created)
+}
+
+/// How a new table's header and keys are laid out so that it looks like its neighbours.
+struct HeaderStyle {
+    /// Blank line (when the file separates tables with one) and indentation before `[`.
+    prefix: String,
+    key_indent: String,
+}
+
+impl HeaderStyle {
+    /// Indentation follows the first sibling table (another runtime), or else the table
+    /// rendered just before the new one; a blank line precedes the header when a neighbouring
+    /// header has one.
+    fn for_new_table(doc: &DocumentMut, keys: &[String]) -> HeaderStyle {
+        let headers = rendered_headers(doc);
+        let index = headers.iter().position(|(path, _)| path.as_slice() == keys);
+        let before = index.and_then(|i| i.checked_sub(1)).map(|i| headers[i].1);
+        let sibling = headers
+            .iter()
+            .find(|(path, _)| {
+                path.len() == keys.len() && path[..keys.len() - 1] == keys[..keys.len() - 1]
+            })
+            .filter(|(path, _)| path.as_slice() != keys)
+            .map(|(_, table)| *table);
+        let Some(model) = sibling.or(before) else {
+            return HeaderStyle {
+                prefix: "\n".into(),
+                key_indent: DEFAULT_KEY_INDENT.into(),
+            };
+        };
+        let indent = header_indent(model);
+        let key_indent = match first_key_indent(model) {
+            Some(keys) if keys.starts_with(&indent) => keys,
+            _ => format!("{indent}{DEFAULT_KEY_INDENT}"),
+        };
+        let after = index
+            .and_then(|i| headers.get(i + 1))
+            .map(|(_, table)| *table);
+        let spaced = |table: &Table| {
+            table
+                .decor()
+                .prefix()
+                .and_then(|p| p.as_str())
+                .is_some_and(|p| p.starts_with('\n'))
+        };
+        let blank = before.is_none_or(spaced) || after.is_some_and(spaced);
+        HeaderStyle {
+            prefix: format!("{}{indent}", if blank { "\n" } else { "" }),
+            key_indent,
+        }
+    }
+}
+
+/// Tables that print a header, in the order `toml_edit` prints them: depth first, a table
+/// without a position right after the table visited before it, then a stable sort by position.
+fn rendered_headers(doc: &DocumentMut) -> Vec<(Vec<String>, &Table)> {
+    fn visit<'t>(
+        table: &'t Table,
+        path: &mut Vec<String>,
+        last_position: &mut usize,
+        out: &mut Vec<(usize, Vec<String>, &'t Table)>,
+    ) {
+        if !table.is_dotted() {
+            if let Some(position) = table.position() {
+                *last_position = position;
+            }
+            out.push((*last_position, path.clone(), table));
+        }
+        for (key, item) in table.iter() {
+            let children: Vec<&Table> = match item {
+                Item::Table(child) => vec![child],
+                Item::ArrayOfTables(array) => array.iter().collect(),
+                _ => continue,
+            };
+            for child in children {
+                path.push(key.to_string());
+                visit(child, path, last_position, out);
+                path.pop();
+            }
+        }
+    }
+    let mut out = Vec::new();
+    visit(doc.as_table(), &mut Vec::new(), &mut 0, &mut out);
+    out.sort_by_key(|(position, _, _)| *position);
+    out.into_iter()
+        .filter(|(_, path, table)| {
+            !path.is_empty()
+                && (!table.is_implicit() || table.iter().any(|(_, item)| item.is_value()))
+        })
+        .map(|(_, path, table)| (path, table))
+        .collect()
+}
+
+fn header_indent(table: &Table) -> String {
+    table
+        .decor()
+        .prefix()
+        .and_then(|p| p.as_str())
+        .map(|p| p.rsplit('\n').next().unwrap_or_default().to_string())
+        .unwrap_or_default()
 }
 
 /// Appends `entry` to the top-level `imports` (creating it right after `version` if absent).
@@ -192,7 +349,8 @@ pub fn ensure_import(
         if imports.iter().any(|value| value.as_str() == Some(entry)) {
             return Ok(None);
         }
-        imports.push(entry);
+        let entry_value = string_like(imports.get(0), entry);
+        imports.push(entry_value);
         return Ok(Some(ImportEdit {
             entry: entry.to_string(),
             created_key: false,
@@ -241,6 +399,13 @@ fn revert_runtime(
     runtime: &RuntimeEdit,
     path: &Path,
 ) -> Result<(), ConfigError> {
+    if runtime.default_runc {
+        let mut runc = runtime.table.clone();
+        if let Some(last) = runc.last_mut() {
+            *last = DEFAULT_RUNTIME.to_string();
+        }
+        remove_table(doc.as_table_mut(), &runc);
+    }
     if runtime.created_tables.contains(&runtime.table) {
         remove_table(doc.as_table_mut(), &runtime.table);
     } else if let Some(table) = table_at_mut(doc.as_table_mut(), &runtime.table) {
@@ -270,22 +435,6 @@ fn revert_runtime(
         }
     }
     Ok(())
-}
-
-/// Gives `new_table` the header decor of the first sibling table (blank lines, indentation) and
-/// returns that sibling's key indentation.
-fn style_like_sibling(parent: &Table, new_table: &mut Table) -> Option<String> {
-    let sibling = parent.iter().find_map(|(_, item)| match item {
-        Item::Table(table) if !table.is_implicit() && !table.is_dotted() => Some(table),
-        _ => None,
-    })?;
-    // The sibling's indentation after one blank line: the first sibling may directly follow its
-    // parent's header, but the new table follows a sibling's keys.
-    if let Some(prefix) = sibling.decor().prefix().and_then(|p| p.as_str()) {
-        let indent = prefix.rsplit('\n').next().unwrap_or_default();
-        new_table.decor_mut().set_prefix(format!("\n{indent}"));
-    }
-    first_key_indent(sibling)
 }
 
 fn first_key_indent(table: &Table) -> Option<String> {
@@ -348,6 +497,23 @@ fn ensure_patterns(
         }
     }
     Ok(())
+}
+
+/// `text` as a TOML string quoted like `sample`: a literal string ('…') next to literal strings.
+fn string_like(sample: Option<&Value>, text: &str) -> Value {
+    let literal = match sample {
+        Some(Value::String(sample)) => sample
+            .as_repr()
+            .and_then(|repr| repr.as_raw().as_str())
+            .is_some_and(|raw| raw.starts_with('\'')),
+        _ => false,
+    };
+    if literal && !text.contains(['\'', '\n']) {
+        if let Ok(value) = format!("'{text}'").parse::<Value>() {
+            return value;
+        }
+    }
+    Value::from(text)
 }
 
 /// A value's TOML text without the whitespace and comments around it.

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use toml_edit::DocumentMut;
 
 use crate::containerd_error::ConfigError;
+use crate::containerd_schema::Schema;
 use crate::host_root::{clean_absolute, HostRoot};
 
 /// The entries of a file's top-level `imports`.
@@ -25,20 +26,31 @@ pub fn entries(doc: &DocumentMut, path: &Path) -> Result<Vec<String>, ConfigErro
 }
 
 /// The host path (or glob) an entry of `importing_file` stands for.
-pub fn resolve(entry: &str, importing_file: &Path) -> PathBuf {
-    let entry = Path::new(entry);
-    if entry.is_absolute() {
-        clean_absolute(entry)
+///
+/// A relative entry is taken from the importing file's directory, except a relative glob in a
+/// schema 2 file: containerd 1.x globs it as it stands, from its working directory, which is `/`
+/// under systemd (containerd 2.x, the only reader of schema 3, joins first and globs after).
+pub fn resolve(entry: &str, importing_file: &Path, schema: Schema) -> PathBuf {
+    let path = Path::new(entry);
+    if path.is_absolute() {
+        clean_absolute(path)
+    } else if entry.contains('*') && schema == Schema::V2 {
+        clean_absolute(&Path::new("/").join(path))
     } else {
         let dir = importing_file.parent().unwrap_or(Path::new("/"));
-        clean_absolute(&dir.join(entry))
+        clean_absolute(&dir.join(path))
     }
 }
 
 /// Whether containerd would load `target` through `entry` (`*` does not cross `/`, as in Go's
 /// `filepath.Match`).
-pub fn covers(entry: &str, importing_file: &Path, target: &Path) -> Result<bool, ConfigError> {
-    let resolved = resolve(entry, importing_file);
+pub fn covers(
+    entry: &str,
+    importing_file: &Path,
+    schema: Schema,
+    target: &Path,
+) -> Result<bool, ConfigError> {
+    let resolved = resolve(entry, importing_file, schema);
     if !entry.contains('*') {
         return Ok(resolved == target);
     }
@@ -51,8 +63,9 @@ pub fn expand(
     host: &HostRoot,
     entry: &str,
     importing_file: &Path,
+    schema: Schema,
 ) -> Result<Vec<PathBuf>, ConfigError> {
-    let resolved = resolve(entry, importing_file);
+    let resolved = resolve(entry, importing_file, schema);
     if !entry.contains('*') {
         return Ok(vec![resolved]);
     }
@@ -111,28 +124,36 @@ mod tests {
     #[test]
     fn relative_entries_are_taken_from_the_importing_directory() {
         assert_eq!(
-            resolve("conf.d/*.toml", Path::new(MAIN)),
+            resolve("conf.d/*.toml", Path::new(MAIN), Schema::V3),
             Path::new("/etc/containerd/conf.d/*.toml")
         );
         assert_eq!(
-            resolve("/etc/./containerd//x.toml", Path::new(MAIN)),
+            resolve("conf.d/x.toml", Path::new(MAIN), Schema::V2),
+            Path::new("/etc/containerd/conf.d/x.toml")
+        );
+        assert_eq!(
+            resolve("/etc/./containerd//x.toml", Path::new(MAIN), Schema::V2),
             Path::new("/etc/containerd/x.toml")
+        );
+    }
+
+    #[test]
+    fn containerd_1_globs_a_relative_pattern_from_its_working_directory() {
+        assert_eq!(
+            resolve("conf.d/*.toml", Path::new(MAIN), Schema::V2),
+            Path::new("/conf.d/*.toml")
         );
     }
 
     #[test]
     fn globs_cover_files_in_their_directory_only() {
         let target = Path::new("/etc/containerd/conf.d/nixlet.toml");
-        assert!(covers("/etc/containerd/conf.d/*.toml", Path::new(MAIN), target).unwrap());
-        assert!(covers("conf.d/*", Path::new(MAIN), target).unwrap());
-        assert!(covers(
-            "/etc/containerd/conf.d/nixlet.toml",
-            Path::new(MAIN),
-            target
-        )
-        .unwrap());
-        assert!(!covers("/etc/containerd/*.toml", Path::new(MAIN), target).unwrap());
-        assert!(!covers("/etc/containerd/conf.d/*.conf", Path::new(MAIN), target).unwrap());
+        let covers = |entry| covers(entry, Path::new(MAIN), Schema::V3, target).unwrap();
+        assert!(covers("/etc/containerd/conf.d/*.toml"));
+        assert!(covers("conf.d/*"));
+        assert!(covers("/etc/containerd/conf.d/nixlet.toml"));
+        assert!(!covers("/etc/containerd/*.toml"));
+        assert!(!covers("/etc/containerd/conf.d/*.conf"));
     }
 
     #[test]
@@ -145,7 +166,7 @@ mod tests {
         }
         let host = HostRoot::new(dir.path());
         assert_eq!(
-            expand(&host, "conf.d/*.toml", Path::new(MAIN)).unwrap(),
+            expand(&host, "conf.d/*.toml", Path::new(MAIN), Schema::V3).unwrap(),
             vec![
                 PathBuf::from("/etc/containerd/conf.d/a.toml"),
                 PathBuf::from("/etc/containerd/conf.d/b.toml")

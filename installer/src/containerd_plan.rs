@@ -153,7 +153,7 @@ fn plan_schema_3(
     }
     let mut covered = false;
     for entry in containerd_imports::entries(&main_doc, main)? {
-        covered |= containerd_imports::covers(&entry, main, drop_in)?;
+        covered |= containerd_imports::covers(&entry, main, Schema::V3, drop_in)?;
     }
     if !covered {
         let entry = drop_in.to_string_lossy();
@@ -182,8 +182,8 @@ pub fn drop_in_text() -> Result<String, InstallError> {
     Ok(doc.to_string())
 }
 
-/// The main file and every file it imports, in the order containerd loads them (breadth-first,
-/// each file once). An imported file that does not exist is skipped, as it adds nothing.
+/// The main file of a schema 2 config and every file it imports, in the order containerd loads
+/// them (breadth-first, each file once). An imported file that does not exist is skipped, as it adds nothing.
 fn load_order(
     host: &HostRoot,
     main: &Path,
@@ -207,7 +207,7 @@ fn load_order(
             },
         };
         for entry in containerd_imports::entries(&doc, &path)? {
-            for import in containerd_imports::expand(host, &entry, &path)? {
+            for import in containerd_imports::expand(host, &entry, &path, Schema::V2)? {
                 pending.push_back((import, None));
             }
         }

@@ -63,7 +63,10 @@ impl TestNode {
             bail!("teardown problems: {}", report.problems.join("; "));
         }
         if strict_leaks() && !report.leaks.is_empty() {
-            bail!("leaks (set {STRICT_ENV}=0 to ignore): {}", report.leaks.join("; "));
+            bail!(
+                "leaks (set {STRICT_ENV}=0 to ignore): {}",
+                report.leaks.join("; ")
+            );
         }
         Ok(())
     }

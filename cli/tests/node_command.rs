@@ -1,0 +1,113 @@
+//! `nixlet node install|uninstall` as an operator runs it: the real binary, installing itself
+//! and the shim found next to it, with a restart command that restarts nothing.
+
+mod support;
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use support::Node;
+
+/// A copy of the built `nixlet` with a stand-in shim beside it, as in the node image.
+fn release_dir() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let nixlet = dir.path().join("nixlet");
+    fs::copy(env!("CARGO_BIN_EXE_nixlet"), &nixlet).unwrap();
+    fs::write(
+        dir.path().join("containerd-shim-nixlet-v2"),
+        support::SHIM_BYTES,
+    )
+    .unwrap();
+    (dir, nixlet)
+}
+
+fn nixlet(binary: &PathBuf, args: &[&str]) -> Output {
+    Command::new(binary)
+        .args(args)
+        .output()
+        .expect("run nixlet")
+}
+
+fn stdout(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "nixlet failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+#[test]
+fn install_twice_then_uninstall() {
+    let node = Node::from_fixture("v2-debian");
+    let pristine = node.snapshot();
+    let (_release, binary) = release_dir();
+    let root = node.root.path().to_str().unwrap();
+    let install = [
+        "node",
+        "install",
+        "--host-root",
+        root,
+        "--restart-command",
+        "true",
+    ];
+
+    let first = stdout(&nixlet(&binary, &install));
+    assert!(
+        first.contains("changed   /etc/containerd/config.toml: added the nixlet runtime"),
+        "{first}"
+    );
+    assert!(first.contains("containerd: restarted"), "{first}");
+    assert_eq!(
+        fs::read(node.path("/usr/local/bin/nixlet")).unwrap(),
+        fs::read(&binary).unwrap()
+    );
+
+    let second = stdout(&nixlet(&binary, &install));
+    assert!(
+        second.ends_with("containerd: config unchanged, not restarted\nnothing changed\n"),
+        "{second}"
+    );
+
+    let removed = stdout(&nixlet(
+        &binary,
+        &[
+            "node",
+            "uninstall",
+            "--host-root",
+            root,
+            "--restart-command",
+            "true",
+        ],
+    ));
+    assert!(removed.contains("restored the original"), "{removed}");
+    assert_eq!(node.snapshot(), pristine);
+}
+
+#[test]
+fn a_refused_config_fails_with_the_reason() {
+    let node = Node::from_fixture("v2-debian");
+    fs::write(
+        node.path("/etc/containerd/config.toml"),
+        "[plugins.cri]\n  sandbox_image = \"pause:3.9\"\n",
+    )
+    .unwrap();
+    let pristine = node.snapshot();
+    let (_release, binary) = release_dir();
+    let output = nixlet(
+        &binary,
+        &[
+            "node",
+            "install",
+            "--host-root",
+            node.root.path().to_str().unwrap(),
+            "--no-restart",
+        ],
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("nixlet node install"), "{stderr}");
+    assert!(stderr.contains("has no `version`"), "{stderr}");
+    assert_eq!(node.snapshot(), pristine);
+}
