@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use nixlet_manifest::{DirSource, EnvironmentSource, HttpSource, HttpSourceOptions};
+use nixlet_store::{FetchOptions, SubstituterConfig};
 use serde::Deserialize;
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/nixlet/config.toml";
@@ -38,6 +39,27 @@ pub struct NodeConfig {
     pub nix_db: PathBuf,
     pub runtime: RuntimeConfig,
     pub sources: Vec<SourceConfig>,
+    /// Binary caches missing store paths are fetched from, tried in priority order.
+    pub substituters: Vec<SubstituterConfig>,
+    pub fetch: FetchSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchSettings {
+    /// Accept only paths signed by a trusted key (unsigned content-addressed paths are otherwise
+    /// accepted when their address checks out against the bytes).
+    pub require_signatures: bool,
+    pub parallel_downloads: usize,
+}
+
+impl Default for FetchSettings {
+    fn default() -> Self {
+        let defaults = FetchOptions::default();
+        FetchSettings {
+            require_signatures: defaults.require_signatures,
+            parallel_downloads: defaults.parallel_downloads,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +97,17 @@ struct ConfigFile {
     runtime: RuntimeSection,
     #[serde(default)]
     sources: Vec<SourceConfig>,
+    #[serde(default)]
+    substituters: Vec<SubstituterConfig>,
+    #[serde(default)]
+    fetch: FetchSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FetchSection {
+    require_signatures: Option<bool>,
+    parallel_downloads: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -94,6 +127,8 @@ impl Default for NodeConfig {
                 delegate_shim: DEFAULT_DELEGATE_SHIM.to_string(),
             },
             sources: Vec::new(),
+            substituters: Vec::new(),
+            fetch: FetchSettings::default(),
         }
     }
 }
@@ -155,7 +190,28 @@ impl NodeConfig {
                     .unwrap_or(defaults.runtime.delegate_shim),
             },
             sources: file.sources,
+            substituters: file.substituters,
+            fetch: FetchSettings {
+                require_signatures: file
+                    .fetch
+                    .require_signatures
+                    .unwrap_or(defaults.fetch.require_signatures),
+                parallel_downloads: file
+                    .fetch
+                    .parallel_downloads
+                    .unwrap_or(defaults.fetch.parallel_downloads),
+            },
         })
+    }
+
+    /// The fetcher's options for this node: its database and the `[fetch]` settings.
+    pub fn fetch_options(&self) -> FetchOptions {
+        FetchOptions {
+            require_signatures: self.fetch.require_signatures,
+            parallel_downloads: self.fetch.parallel_downloads,
+            nix_db: self.nix_db.clone(),
+            ..FetchOptions::default()
+        }
     }
 
     pub fn environment_sources(&self) -> Vec<Box<dyn EnvironmentSource>> {
@@ -261,6 +317,29 @@ mod tests {
                 root: "/var/lib/nixlet/environments".into()
             }]
         );
+    }
+
+    #[test]
+    fn substituters_and_fetch_settings_parse() {
+        let config = parse(
+            r#"
+            [fetch]
+            require_signatures = false
+            parallel_downloads = 4
+            [[substituters]]
+            url = "http://127.0.0.1:5000"
+            trusted_keys = ["cache-1:AAAA"]
+            priority = 10
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.substituters.len(), 1);
+        assert_eq!(config.substituters[0].url, "http://127.0.0.1:5000");
+        assert_eq!(config.substituters[0].priority, Some(10));
+        let options = config.fetch_options();
+        assert!(!options.require_signatures);
+        assert_eq!(options.parallel_downloads, 4);
+        assert!(NodeConfig::default().fetch_options().require_signatures);
     }
 
     #[test]
