@@ -25,6 +25,7 @@ pub mod registration;
 pub mod signature;
 mod substituter;
 pub mod trust;
+pub mod view_install;
 pub mod view_tree;
 
 pub use error::StoreError;
