@@ -37,6 +37,8 @@ pub struct NodeConfig {
     /// Nix system of this node (`x86_64-linux`): only packages for it count.
     pub system: String,
     pub nix_db: PathBuf,
+    /// Where each rewritten container's GC root lives, from Create until Delete.
+    pub gc_roots_dir: PathBuf,
     pub runtime: RuntimeConfig,
     pub sources: Vec<SourceConfig>,
     /// Binary caches missing store paths are fetched from, tried in priority order.
@@ -93,6 +95,7 @@ pub enum SourceConfig {
 struct ConfigFile {
     system: Option<String>,
     nix_db: Option<PathBuf>,
+    gc_roots_dir: Option<PathBuf>,
     #[serde(default)]
     runtime: RuntimeSection,
     #[serde(default)]
@@ -122,6 +125,7 @@ impl Default for NodeConfig {
         NodeConfig {
             system: native_system(),
             nix_db: PathBuf::from(nixlet_store::DEFAULT_NIX_DB),
+            gc_roots_dir: PathBuf::from(crate::gc_root::DEFAULT_GC_ROOTS_DIR),
             runtime: RuntimeConfig {
                 binary_name: None,
                 delegate_shim: DEFAULT_DELEGATE_SHIM.to_string(),
@@ -182,6 +186,7 @@ impl NodeConfig {
         Ok(NodeConfig {
             system: file.system.unwrap_or(defaults.system),
             nix_db: file.nix_db.unwrap_or(defaults.nix_db),
+            gc_roots_dir: file.gc_roots_dir.unwrap_or(defaults.gc_roots_dir),
             runtime: RuntimeConfig {
                 binary_name: file.runtime.binary_name,
                 delegate_shim: file

@@ -13,8 +13,12 @@ pub enum Phase {
     Config,
     /// Annotation, environment source and manifest.
     Resolve,
-    /// Getting the closure onto the node (for now: finding it in the node store).
+    /// Getting the closure onto the node from the substituters.
     Fetch,
+    /// Checking what a substituter sent: signature, hashes, content address, NAR structure.
+    Verify,
+    /// Putting paths into the node store: unpack, rename, register, the view, the GC root.
+    Install,
     /// Changing the bundle's `config.json`.
     Rewrite,
     /// Handing the container to the runc shim.
@@ -27,6 +31,8 @@ impl fmt::Display for Phase {
             Phase::Config => "config",
             Phase::Resolve => "resolve",
             Phase::Fetch => "fetch",
+            Phase::Verify => "verify",
+            Phase::Install => "install",
             Phase::Rewrite => "rewrite",
             Phase::Delegate => "delegate",
         })

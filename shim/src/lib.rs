@@ -7,6 +7,7 @@ pub mod config;
 pub mod create_error;
 pub mod delegate;
 pub mod env_overlay;
+pub mod gc_root;
 pub mod prepare;
 pub mod runtime_options;
 pub mod shim;

@@ -1,21 +1,30 @@
 //! What Create does to a bundle before the runc shim sees it.
 //!
-//! Everything that can fail (annotation, environment, closure) is settled before `config.json`
-//! is touched, so a refused container leaves its bundle exactly as containerd wrote it.
+//! Everything that can fail (annotation, environment, fetch, view) is settled before
+//! `config.json` is touched, so a refused container leaves its bundle exactly as containerd wrote
+//! it. The order: resolve the environment, fetch its closure, install the environment view, add
+//! the container's GC root, rewrite the spec.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use nixlet_manifest::{select, Selection};
-use nixlet_store::LocalStore;
+use nixlet_manifest::{select, EnvRef, ResolvedEnv, Selection, StorePath};
+use nixlet_store::view_install::install_view;
+use nixlet_store::view_tree::{ViewFile, ViewInput, ViewTree};
+use nixlet_store::{FetchError, Fetcher, LocalStore};
 use serde_json::Value;
 
+use crate::activation::activation_files;
 use crate::bundle;
 use crate::config::NodeConfig;
 use crate::create_error::{CreateError, Phase};
-use crate::env_overlay::EnvOverlay;
-use crate::spec_rewrite::rewrite_spec;
+use crate::env_overlay::{EnvOverlay, ViewFacts, CA_BUNDLE};
+use crate::gc_root;
+use crate::spec_rewrite::{rewrite_spec, CommandPlan};
+
+/// Where the view keeps the lock file of the generation it was built from.
+pub const VIEW_LOCK_FILE: &str = "manifest.lock";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Prepared {
@@ -26,13 +35,29 @@ pub enum Prepared {
         /// `owner/name:N`: the generation actually used.
         environment: String,
         overlay: EnvOverlay,
+        /// The container's GC root, to remove at Delete.
+        gc_root: PathBuf,
     },
 }
 
-pub fn prepare_bundle(bundle: &Path, config: &NodeConfig) -> Result<Prepared, CreateError> {
+/// The container Create is about, as containerd names it.
+#[derive(Debug, Clone)]
+pub struct ContainerRef {
+    pub namespace: String,
+    pub id: String,
+    pub bundle: PathBuf,
+}
+
+pub async fn prepare_bundle(
+    container: &ContainerRef,
+    config: &NodeConfig,
+) -> Result<Prepared, CreateError> {
     let started = Instant::now();
-    let mut spec = bundle::read_spec(bundle)
-        .map_err(|error| CreateError::new(Phase::Rewrite, None, &error))?;
+    let bundle_path = container.bundle.clone();
+    let mut spec = blocking(Phase::Rewrite, None, move || {
+        bundle::read_spec(&bundle_path)
+    })
+    .await?;
     let annotations = annotations_of(&spec);
 
     let reference = match select(&annotations)
@@ -48,33 +73,212 @@ pub fn prepare_bundle(bundle: &Path, config: &NodeConfig) -> Result<Prepared, Cr
             reference
         }
     };
-    let fail = |phase, error: &dyn std::error::Error| {
-        CreateError::new(phase, Some(reference.to_string()), error)
+    let named = Some(reference.to_string());
+    let fail = |phase, error: &dyn std::error::Error| CreateError::new(phase, named.clone(), error);
+
+    let env = {
+        let (config, reference) = (config.clone(), reference.clone());
+        blocking(Phase::Resolve, named.clone(), move || {
+            nixlet_manifest::resolve(&config.environment_sources(), &reference, &config.system)
+        })
+        .await?
+    };
+    let roots = env.store_paths();
+
+    if !config.substituters.is_empty() {
+        let fetcher = Fetcher::new(config.substituters.clone(), config.fetch_options())
+            .map_err(|error| fail(Phase::Fetch, &error))?;
+        let summary = fetcher
+            .fetch_closure(&roots)
+            .await
+            .map_err(|error| fail(fetch_phase(&error), &error))?;
+        tracing::info!(
+            environment = %env.display_name(),
+            fetched = summary.paths_fetched,
+            already_valid = summary.paths_already_valid,
+            bytes = summary.bytes_downloaded,
+            elapsed_ms = summary.elapsed.as_millis() as u64,
+            "closure ready"
+        );
+    }
+    let closure = {
+        let (db, roots) = (config.nix_db.clone(), roots.clone());
+        blocking(Phase::Fetch, named.clone(), move || {
+            LocalStore::new(db).closure(&roots)
+        })
+        .await?
     };
 
-    let env = nixlet_manifest::resolve(&config.environment_sources(), &reference, &config.system)
-        .map_err(|error| fail(Phase::Resolve, &error))?;
+    let view = build_view(&env, &reference, config)
+        .await
+        .map_err(|error| fail(Phase::Install, &*error))?;
+    let facts = {
+        let view = view.clone();
+        blocking(Phase::Install, named.clone(), move || {
+            Ok::<_, std::io::Error>(view_facts(&view))
+        })
+        .await?
+    };
+    let command = command_plan(&env, &facts).map_err(|error| fail(Phase::Rewrite, &error))?;
+    let overlay = EnvOverlay::for_view(&env, &facts);
 
-    let closure = LocalStore::new(&config.nix_db)
-        .closure(&env.store_paths())
-        .map_err(|error| fail(Phase::Fetch, &error))?;
-
-    let overlay = EnvOverlay::for_environment(&env);
+    let mut mounts = closure;
+    mounts.push(view.clone());
     let environment = env.display_name();
-    rewrite_spec(&mut spec, &overlay, &closure, &environment)
+    rewrite_spec(&mut spec, &overlay, &mounts, &environment, &command)
         .map_err(|error| fail(Phase::Rewrite, &error))?;
-    bundle::write_spec(bundle, &spec).map_err(|error| fail(Phase::Rewrite, &error))?;
+
+    let gc_root = gc_root::add_root(
+        &config.gc_roots_dir,
+        &container.namespace,
+        &container.id,
+        &view,
+    )
+    .map_err(|error| fail(Phase::Install, &error))?;
+    let bundle_path = container.bundle.clone();
+    if let Err(error) = bundle::write_spec(&bundle_path, &spec) {
+        let _ = gc_root::remove_root(&config.gc_roots_dir, &container.namespace, &container.id);
+        return Err(fail(Phase::Rewrite, &error));
+    }
 
     tracing::info!(
         environment = %environment,
-        paths = closure.len(),
+        view = %view,
+        paths = mounts.len(),
         elapsed_ms = started.elapsed().as_millis() as u64,
         "rewrote container spec"
     );
     Ok(Prepared::Rewritten {
         environment,
         overlay,
+        gc_root,
     })
+}
+
+/// A trust failure (signature, hash, content address) is a verification failure; the rest of a
+/// fetch failure is the fetch itself or the local install.
+fn fetch_phase(error: &FetchError) -> Phase {
+    use nixlet_store::FetchCause as Cause;
+    match error {
+        FetchError::Install { .. } | FetchError::Local(_) => Phase::Install,
+        FetchError::Path { cause, .. } => match **cause {
+            Cause::Unsigned
+            | Cause::UnsignedNotContentAddressed { .. }
+            | Cause::UntrustedKeys { .. }
+            | Cause::InvalidSignature { .. }
+            | Cause::ContentAddressNotForPath { .. }
+            | Cause::ForgedContentAddress { .. }
+            | Cause::ContentAddress(_)
+            | Cause::NarHashMismatch { .. }
+            | Cause::NarSizeMismatch { .. }
+            | Cause::MalformedNar { .. } => Phase::Verify,
+            Cause::Local(_) => Phase::Install,
+            _ => Phase::Fetch,
+        },
+        _ => Phase::Fetch,
+    }
+}
+
+/// The merged view of every realised output, with the lock file and the activation scripts.
+async fn build_view(
+    env: &ResolvedEnv,
+    reference: &EnvRef,
+    config: &NodeConfig,
+) -> Result<StorePath, Box<dyn std::error::Error + Send + Sync>> {
+    let inputs: Vec<ViewInput> = env
+        .packages
+        .iter()
+        .flat_map(|package| {
+            package.outputs.iter().map(|output| ViewInput {
+                path: output.store_path.clone(),
+                priority: package.priority,
+                to_install: output.to_install,
+            })
+        })
+        .collect();
+    let mut files: Vec<ViewFile> = activation_files(env)
+        .into_iter()
+        .map(|file| ViewFile {
+            relative_path: file.relative_path,
+            contents: file.contents.into_bytes(),
+            executable: file.executable,
+        })
+        .collect();
+    if let Some(lock) = &env.manifest_lock {
+        files.push(ViewFile {
+            relative_path: VIEW_LOCK_FILE.to_string(),
+            contents: lock.clone(),
+            executable: false,
+        });
+    }
+    let tree = tokio::task::spawn_blocking(move || ViewTree::merge(&inputs, &files)).await??;
+    for (name, loser) in &tree.shadowed {
+        tracing::debug!(file = %name, shadowed = %loser, "file collision resolved by priority");
+    }
+    let name = format!("nixlet-env-{}-{}", reference.owner, reference.name);
+    let state_dir = config
+        .nix_db
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("/nix/var/nix"))
+        .to_path_buf();
+    Ok(install_view(&tree, &name, &config.nix_db, &state_dir).await?)
+}
+
+fn view_facts(view: &StorePath) -> ViewFacts {
+    let root = view.to_path_buf();
+    ViewFacts {
+        path: view.to_string(),
+        has_man: root.join("share/man").is_dir(),
+        has_info: root.join("share/info").is_dir(),
+        has_ca_bundle: root.join(CA_BUNDLE).is_file(),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the environment has an activation hook or profile script, but no bash in its closure \
+     (looked for {bash}); add bash to [install]"
+)]
+struct NoBash {
+    bash: String,
+}
+
+fn command_plan(env: &ResolvedEnv, view: &ViewFacts) -> Result<CommandPlan, NoBash> {
+    let activation = if env.needs_activation() {
+        let bash = format!("{}/bin/bash", view.path);
+        if !Path::new(&bash).exists() {
+            return Err(NoBash { bash });
+        }
+        Some((bash, view.path.clone()))
+    } else {
+        None
+    };
+    if let Some(user) = &env.containerize.user {
+        tracing::info!(user = %user, "[containerize.config] user is not applied: the pod's securityContext decides");
+    }
+    Ok(CommandPlan {
+        default_cmd: env.containerize.cmd.clone(),
+        activation,
+        working_dir: env.containerize.working_dir.clone(),
+    })
+}
+
+/// Runs blocking work (files, SQLite, the HTTP environment source) off the async workers.
+async fn blocking<T, E>(
+    phase: Phase,
+    reference: Option<String>,
+    work: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, CreateError>
+where
+    T: Send + 'static,
+    E: std::error::Error + Send + 'static,
+{
+    match tokio::task::spawn_blocking(work).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(CreateError::new(phase, reference, &error)),
+        Err(join) => Err(CreateError::new(phase, reference, &join)),
+    }
 }
 
 fn annotations_of(spec: &Value) -> HashMap<String, String> {

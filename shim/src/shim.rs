@@ -123,7 +123,11 @@ impl Shim for NixletShim {
             delegate_address.clone(),
             self.exit.clone(),
         ));
-        NixletTask::new(delegate_address, self.exit.clone())
+        NixletTask::new(
+            delegate_address,
+            self.args.namespace.clone(),
+            self.exit.clone(),
+        )
     }
 }
 

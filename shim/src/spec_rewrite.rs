@@ -8,6 +8,7 @@
 use nixlet_manifest::StorePath;
 use serde_json::{json, Map, Value};
 
+use crate::activation::{wrap_argv, DEFAULT_COMMAND_SENTINEL};
 use crate::env_overlay::EnvOverlay;
 
 /// Read-only and without device nodes or setuid: a store path is data and programs, never a way
@@ -17,10 +18,15 @@ pub const STORE_MOUNT_OPTIONS: [&str; 4] = ["rbind", "ro", "nosuid", "nodev"];
 /// Annotation nixlet adds to the spec it rewrote, naming the environment generation used.
 pub const RESOLVED_ANNOTATION: &str = "nixlet.dev/resolved";
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum RewriteError {
     #[error("config.json is not a JSON object")]
     NotAnObject,
+    #[error(
+        "the container has no command: the pod sets none and the environment has no \
+         [containerize.config] cmd"
+    )]
+    NoCommand,
     #[error("config.json field {field:?} has the wrong type (expected {expected})")]
     WrongType {
         field: &'static str,
@@ -28,13 +34,25 @@ pub enum RewriteError {
     },
 }
 
-/// Adds one read-only bind mount per closure path, applies the environment overlay to the
-/// process, and records which environment generation was used.
+/// What the container's process runs, beyond its environment.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CommandPlan {
+    /// `[containerize.config] cmd`: run when the pod gives no command.
+    pub default_cmd: Option<Vec<String>>,
+    /// `(bash, view)`: run the command through the view's activation script under this bash.
+    pub activation: Option<(String, String)>,
+    /// `[containerize.config] working-dir`: used when the pod sets none (cwd `/`).
+    pub working_dir: Option<String>,
+}
+
+/// Adds one read-only bind mount per closure path, applies the environment overlay and the
+/// command plan to the process, and records which environment generation was used.
 pub fn rewrite_spec(
     spec: &mut Value,
     overlay: &EnvOverlay,
     closure: &[StorePath],
     resolved: &str,
+    command: &CommandPlan,
 ) -> Result<(), RewriteError> {
     let root = spec.as_object_mut().ok_or(RewriteError::NotAnObject)?;
 
@@ -51,6 +69,7 @@ pub fn rewrite_spec(
 
     let process = object_field(root, "process")?;
     rewrite_process(process, overlay)?;
+    rewrite_command(process, command)?;
 
     let annotations = object_field(root, "annotations")?;
     annotations.insert(RESOLVED_ANNOTATION.to_string(), Value::from(resolved));
@@ -86,6 +105,41 @@ pub fn rewrite_process(
     Ok(())
 }
 
+fn rewrite_command(
+    process: &mut Map<String, Value>,
+    command: &CommandPlan,
+) -> Result<(), RewriteError> {
+    let wrong = RewriteError::WrongType {
+        field: "process.args",
+        expected: "an array of strings",
+    };
+    let mut args: Vec<String> = match process.get("args") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| item.as_str().map(str::to_string).ok_or(wrong.clone()))
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(wrong),
+    };
+    if args.is_empty() || args == [DEFAULT_COMMAND_SENTINEL] {
+        args = command.default_cmd.clone().ok_or(RewriteError::NoCommand)?;
+    }
+    if let Some((bash, view)) = &command.activation {
+        args = wrap_argv(bash, view, &args);
+    }
+    process.insert("args".to_string(), json!(args));
+    if let Some(dir) = &command.working_dir {
+        let unset = matches!(
+            process.get("cwd").and_then(Value::as_str),
+            None | Some("" | "/")
+        );
+        if unset {
+            process.insert("cwd".to_string(), Value::from(dir.as_str()));
+        }
+    }
+    Ok(())
+}
+
 fn array_field<'a>(
     object: &'a mut Map<String, Value>,
     field: &'static str,
@@ -117,15 +171,24 @@ fn object_field<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::env_overlay::Prepend;
 
     const HELLO: &str = "/nix/store/0a1b2c3d4f5g6h7i8j9k0l1m2n3p4q5r-hello-2.12";
     const GLIBC: &str = "/nix/store/1a1b2c3d4f5g6h7i8j9k0l1m2n3p4q5r-glibc-2.38";
 
     fn overlay() -> EnvOverlay {
         EnvOverlay {
-            path_prefix: vec![format!("{HELLO}/bin")],
+            prepend: vec![Prepend {
+                name: "PATH".into(),
+                dirs: vec![format!("{HELLO}/bin")],
+                default: "/bin".into(),
+            }],
             vars: vec![("GREETING".into(), "hello from nix".into())],
         }
+    }
+
+    fn plain() -> CommandPlan {
+        CommandPlan::default()
     }
 
     fn closure() -> Vec<StorePath> {
@@ -156,7 +219,7 @@ mod tests {
     #[test]
     fn adds_one_read_only_bind_per_closure_path_after_the_existing_mounts() {
         let mut spec = cri_spec();
-        rewrite_spec(&mut spec, &overlay(), &closure(), "acme/web:3").unwrap();
+        rewrite_spec(&mut spec, &overlay(), &closure(), "acme/web:3", &plain()).unwrap();
         assert_eq!(
             spec["mounts"],
             json!([
@@ -172,7 +235,7 @@ mod tests {
     #[test]
     fn sets_path_and_vars_and_records_the_generation() {
         let mut spec = cri_spec();
-        rewrite_spec(&mut spec, &overlay(), &closure(), "acme/web:3").unwrap();
+        rewrite_spec(&mut spec, &overlay(), &closure(), "acme/web:3", &plain()).unwrap();
         assert_eq!(
             spec["process"]["env"],
             json!([
@@ -187,7 +250,7 @@ mod tests {
     #[test]
     fn leaves_every_other_field_exactly_as_it_was() {
         let mut spec = cri_spec();
-        rewrite_spec(&mut spec, &overlay(), &closure(), "acme/web:3").unwrap();
+        rewrite_spec(&mut spec, &overlay(), &closure(), "acme/web:3", &plain()).unwrap();
         let original = cri_spec();
         for field in ["ociVersion", "root", "linux", "futureField"] {
             assert_eq!(spec[field], original[field], "{field}");
@@ -199,21 +262,78 @@ mod tests {
     #[test]
     fn works_on_a_minimal_spec_without_mounts_env_or_annotations() {
         let mut spec = json!({"process": {"args": ["hello"]}, "mounts": null});
-        rewrite_spec(&mut spec, &overlay(), &closure(), "acme/web:1").unwrap();
+        rewrite_spec(&mut spec, &overlay(), &closure(), "acme/web:1", &plain()).unwrap();
         assert_eq!(spec["mounts"].as_array().unwrap().len(), 2);
         assert_eq!(spec["process"]["env"][1], "GREETING=hello from nix");
+    }
+
+    #[test]
+    fn no_command_takes_the_containerize_cmd_and_its_working_dir() {
+        let plan = CommandPlan {
+            default_cmd: Some(vec!["echoserver".into(), "--port".into(), "8080".into()]),
+            activation: None,
+            working_dir: Some("/srv".into()),
+        };
+        for args in [json!([]), json!([DEFAULT_COMMAND_SENTINEL]), Value::Null] {
+            let mut spec = json!({"process": {"args": args, "cwd": "/"}});
+            rewrite_spec(&mut spec, &overlay(), &closure(), "a/b:1", &plan).unwrap();
+            assert_eq!(
+                spec["process"]["args"],
+                json!(["echoserver", "--port", "8080"])
+            );
+            assert_eq!(spec["process"]["cwd"], "/srv");
+        }
+        let mut spec = json!({"process": {"args": ["sh"], "cwd": "/work"}});
+        rewrite_spec(&mut spec, &overlay(), &closure(), "a/b:1", &plan).unwrap();
+        assert_eq!(spec["process"]["args"], json!(["sh"]));
+        assert_eq!(spec["process"]["cwd"], "/work");
+    }
+
+    #[test]
+    fn no_command_anywhere_is_an_error() {
+        let mut spec = json!({"process": {"args": [DEFAULT_COMMAND_SENTINEL]}});
+        assert_eq!(
+            rewrite_spec(&mut spec, &overlay(), &closure(), "a/b:1", &plain()),
+            Err(RewriteError::NoCommand)
+        );
+    }
+
+    #[test]
+    fn activation_wraps_the_command_keeping_its_arguments() {
+        let plan = CommandPlan {
+            activation: Some((
+                "/nix/store/b-bash/bin/bash".into(),
+                "/nix/store/v-view".into(),
+            )),
+            ..CommandPlan::default()
+        };
+        let mut spec = json!({"process": {"args": ["printf", "%s", "a b", ""]}});
+        rewrite_spec(&mut spec, &overlay(), &closure(), "a/b:1", &plan).unwrap();
+        assert_eq!(
+            spec["process"]["args"],
+            json!([
+                "/nix/store/b-bash/bin/bash",
+                "--noprofile",
+                "--norc",
+                "/nix/store/v-view/activate",
+                "printf",
+                "%s",
+                "a b",
+                ""
+            ])
+        );
     }
 
     #[test]
     fn malformed_specs_are_errors_not_panics() {
         let mut spec = json!([]);
         assert_eq!(
-            rewrite_spec(&mut spec, &overlay(), &closure(), "a/b:1"),
+            rewrite_spec(&mut spec, &overlay(), &closure(), "a/b:1", &plain()),
             Err(RewriteError::NotAnObject)
         );
         let mut spec = json!({"process": {"env": "PATH=/bin"}});
         assert_eq!(
-            rewrite_spec(&mut spec, &overlay(), &closure(), "a/b:1")
+            rewrite_spec(&mut spec, &overlay(), &closure(), "a/b:1", &plain())
                 .unwrap_err()
                 .to_string(),
             "config.json field \"process.env\" has the wrong type (expected an array of strings)"

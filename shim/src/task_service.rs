@@ -25,9 +25,17 @@ use crate::config::NodeConfig;
 use crate::create_error::{cause_chain, CreateError, Phase};
 use crate::delegate;
 use crate::env_overlay::EnvOverlay;
-use crate::prepare::{prepare_bundle, Prepared};
+use crate::gc_root;
+use crate::prepare::{prepare_bundle, ContainerRef, Prepared};
 use crate::runtime_options::options_for_delegate;
 use crate::spec_rewrite::rewrite_process;
+
+/// What nixlet remembers of a container it rewrote.
+#[derive(Debug, Clone)]
+struct Rewritten {
+    overlay: EnvOverlay,
+    gc_roots_dir: PathBuf,
+}
 
 /// Time for the Shutdown answer to reach containerd before the server stops.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
@@ -35,16 +43,19 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_millis(100
 pub struct NixletTask {
     delegate_address: String,
     delegate: OnceCell<TaskClient>,
+    /// containerd namespace this shim serves (GC roots are named by namespace and id).
+    namespace: String,
     /// Containers created through this shim, with the overlay of those nixlet rewrote. Mirrors
     /// the runc shim's own table so that nixlet exits when the runc shim does.
-    containers: Mutex<HashMap<String, Option<EnvOverlay>>>,
+    containers: Mutex<HashMap<String, Option<Rewritten>>>,
     exit: Arc<ExitSignal>,
 }
 
 impl NixletTask {
-    pub fn new(delegate_address: String, exit: Arc<ExitSignal>) -> NixletTask {
+    pub fn new(delegate_address: String, namespace: String, exit: Arc<ExitSignal>) -> NixletTask {
         NixletTask {
             delegate_address,
+            namespace,
             delegate: OnceCell::new(),
             containers: Mutex::new(HashMap::new()),
             exit,
@@ -65,6 +76,7 @@ impl NixletTask {
             .get(id)
             .cloned()
             .flatten()
+            .map(|rewritten| rewritten.overlay)
     }
 
     async fn prepare(
@@ -73,13 +85,21 @@ impl NixletTask {
     ) -> Result<(Prepared, NodeConfig), CreateError> {
         let config =
             NodeConfig::load().map_err(|error| CreateError::new(Phase::Config, None, &error))?;
-        let bundle = PathBuf::from(&req.bundle);
-        let config_for_prepare = config.clone();
-        let prepared =
-            tokio::task::spawn_blocking(move || prepare_bundle(&bundle, &config_for_prepare))
-                .await
-                .map_err(|error| CreateError::new(Phase::Rewrite, None, &error))??;
+        let container = ContainerRef {
+            namespace: self.namespace.clone(),
+            id: req.id.clone(),
+            bundle: PathBuf::from(&req.bundle),
+        };
+        let prepared = prepare_bundle(&container, &config).await?;
         Ok((prepared, config))
+    }
+
+    /// Drops the container's GC root: at Delete, and when the runc shim refused a Create that
+    /// nixlet had prepared.
+    fn release_root(&self, id: &str, roots_dir: &std::path::Path) {
+        if let Err(error) = gc_root::remove_root(roots_dir, &self.namespace, id) {
+            tracing::warn!(container = %id, error = %error, "cannot remove gc root");
+        }
     }
 }
 
@@ -119,19 +139,30 @@ impl Task for NixletTask {
                 })?;
         req.options = MessageField::from_option(options);
 
-        let response = self
-            .client()
-            .await?
-            .create(forward_context(ctx), &req)
-            .await?;
-        let overlay = match prepared {
+        let forwarded = match self.client().await {
+            Ok(client) => client.create(forward_context(ctx), &req).await,
+            Err(error) => Err(error),
+        };
+        let rewritten = match prepared {
             Prepared::Unchanged => None,
-            Prepared::Rewritten { overlay, .. } => Some(overlay),
+            Prepared::Rewritten { overlay, .. } => Some(Rewritten {
+                overlay,
+                gc_roots_dir: config.gc_roots_dir.clone(),
+            }),
+        };
+        let response = match forwarded {
+            Ok(response) => response,
+            Err(error) => {
+                if rewritten.is_some() {
+                    self.release_root(&req.id, &config.gc_roots_dir);
+                }
+                return Err(error);
+            }
         };
         self.containers
             .lock()
             .expect("container table poisoned")
-            .insert(req.id.clone(), overlay);
+            .insert(req.id.clone(), rewritten);
         Ok(response)
     }
 
@@ -160,10 +191,14 @@ impl Task for NixletTask {
             .delete(forward_context(ctx), &req)
             .await?;
         if req.exec_id.is_empty() {
-            self.containers
+            let removed = self
+                .containers
                 .lock()
                 .expect("container table poisoned")
                 .remove(&req.id);
+            if let Some(Some(rewritten)) = removed {
+                self.release_root(&req.id, &rewritten.gc_roots_dir);
+            }
         }
         Ok(response)
     }
@@ -293,7 +328,11 @@ mod tests {
     #[test]
     fn exec_process_gets_the_overlay_and_keeps_everything_else() {
         let overlay = EnvOverlay {
-            path_prefix: vec!["/nix/store/x-hello/bin".into()],
+            prepend: vec![crate::env_overlay::Prepend {
+                name: "PATH".into(),
+                dirs: vec!["/nix/store/x-hello/bin".into()],
+                default: "/bin".into(),
+            }],
             vars: vec![("GREETING".into(), "hi".into())],
         };
         let json = br#"{"args":["sh"],"env":["PATH=/bin"],"cwd":"/","terminal":true}"#;
@@ -313,7 +352,7 @@ mod tests {
     #[test]
     fn malformed_exec_process_is_an_error() {
         let overlay = EnvOverlay {
-            path_prefix: vec![],
+            prepend: vec![],
             vars: vec![],
         };
         assert!(overlay_exec_process(b"[1]", &overlay).is_err());
