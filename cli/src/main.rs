@@ -1,7 +1,13 @@
 //! `nixlet`: the operator's view of what the shim does on this node.
 
 mod env_command;
+mod environment_sync;
+mod fetch_progress_bar;
+mod gc_command;
 mod node_command;
+mod node_label;
+mod node_run;
+mod stale_roots;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -25,6 +31,8 @@ enum Command {
     /// Install nixlet on a node, or remove it.
     #[command(subcommand)]
     Node(node_command::NodeCommand),
+    /// Delete store paths nixlet installed that no GC root reaches, oldest use first.
+    Gc(gc_command::GcCommand),
 }
 
 fn main() {
@@ -46,5 +54,6 @@ fn run() -> Result<()> {
     match Cli::parse().command {
         Command::Env(command) => command.run(),
         Command::Node(command) => command.run(),
+        Command::Gc(command) => command.run(),
     }
 }

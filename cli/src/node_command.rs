@@ -16,6 +16,9 @@ pub enum NodeCommand {
     Install(InstallArgs),
     /// Undo exactly what `node install` recorded in /var/lib/nixlet/install-state.json.
     Uninstall(UninstallArgs),
+    /// The DaemonSet's main process: label the node ready, copy environments from the
+    /// ConfigMap, sweep stale GC roots, on an interval.
+    Run(crate::node_run::RunArgs),
 }
 
 #[derive(Args)]
@@ -69,6 +72,7 @@ impl RestartArgs {
 impl NodeCommand {
     pub fn run(self) -> Result<()> {
         let report = match self {
+            NodeCommand::Run(args) => return args.run(),
             NodeCommand::Install(args) => {
                 // The binaries to install are the ones this `nixlet` came with.
                 let exe = std::env::current_exe().context("locate the running nixlet")?;
@@ -91,11 +95,19 @@ impl NodeCommand {
             }
             NodeCommand::Uninstall(args) => {
                 let restarter = args.restart.restarter(&args.host_root)?;
-                nixlet_installer::uninstall(
+                let report = nixlet_installer::uninstall(
                     &args.host_root,
                     restarter.as_ref().map(|r| r as &dyn ContainerdRestarter),
                 )
-                .context("nixlet node uninstall")?
+                .context("nixlet node uninstall")?;
+                if let (Some(cluster), Ok(node)) = (
+                    crate::node_label::InCluster::detect(),
+                    std::env::var("NODE_NAME"),
+                ) {
+                    crate::node_label::set_ready(&cluster, &node, false)
+                        .with_context(|| format!("remove the ready label of node {node}"))?;
+                }
+                report
             }
         };
         print!("{report}");
