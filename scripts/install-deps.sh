@@ -7,7 +7,9 @@ packages=(
   containerd runc crun      # the container stack nixlet plugs into (containerd 1.6, runc 1.1)
   nix-bin                   # builds the example store paths and binary caches; not needed on nodes
   umoci busybox-static      # builds the pause and empty OCI images for tests without a registry
+  bash-static               # the end-to-end fixtures' bash, for environments with activation hooks
   protobuf-compiler         # protoc, for the CRI client used by the end-to-end tests
+  docker-registry           # loopback OCI registry the benchmarks pull images from (nixlet-bench)
   curl ca-certificates jq iproute2 util-linux psmisc
 )
 

@@ -1,11 +1,15 @@
-//! `nixlet env …`: resolve an environment reference and list its closure, with the node config
-//! the shim uses, so an operator sees exactly what a pod would get.
+//! `nixlet env …`: resolve an environment reference, fetch its closure and list it, with the
+//! node config the shim uses, so an operator sees exactly what a pod would get.
+
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
 use nixlet_manifest::{EnvRef, ResolvedEnv};
 use nixlet_shim::config::NodeConfig;
-use nixlet_store::LocalStore;
+use nixlet_store::{FetchProgress, Fetcher, LocalStore};
+
+use crate::fetch_progress_bar::{human_bytes, Reporter};
 
 #[derive(Subcommand)]
 pub enum EnvCommand {
@@ -14,8 +18,15 @@ pub enum EnvCommand {
         /// `owner/name`, `owner/name:N` or `owner/name@sha256:HEX`
         reference: String,
     },
-    /// List the closure of an environment's store paths on this node.
+    /// List the closure of an environment's store paths on this node, with sizes.
     Closure { reference: String },
+    /// Fetch the closure of an environment from the node's substituters, as Create would.
+    Fetch {
+        /// `owner/name`, `owner/name:N` or `owner/name@sha256:HEX`
+        reference: String,
+    },
+    /// Print the environment's CycloneDX bill of materials, computed from this node's store.
+    Sbom(crate::sbom_command::SbomArgs),
 }
 
 impl EnvCommand {
@@ -50,12 +61,55 @@ impl EnvCommand {
                 let closure = LocalStore::new(&config.nix_db)
                     .closure(&env.store_paths())
                     .with_context(|| format!("closure of {}", env.display_name()))?;
-                for path in closure {
-                    println!("{path}");
+                let sizes = nixlet_store::store_graph::path_infos(&config.nix_db, &closure)
+                    .with_context(|| format!("sizes of the closure of {}", env.display_name()))?;
+                let mut total = 0;
+                for (path, info) in &sizes {
+                    let size = info.as_ref().and_then(|i| i.nar_size).unwrap_or(0);
+                    total += size;
+                    println!("{:>10}  {path}", human_bytes(size));
                 }
+                println!(
+                    "{:>10}  total: {} paths, {total} bytes",
+                    human_bytes(total),
+                    sizes.len()
+                );
             }
+            EnvCommand::Fetch { reference } => fetch(&config, &reference)?,
+            EnvCommand::Sbom(args) => crate::sbom_command::run(args, &config)?,
         }
         Ok(())
+    }
+}
+
+fn fetch(config: &NodeConfig, reference: &str) -> Result<()> {
+    let env = resolve(config, reference)?;
+    let roots = env.store_paths();
+    let fetcher = Fetcher::new(config.substituters.clone(), config.fetch_options())
+        .context("node config substituters")?;
+    let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
+    let progress = Arc::new(FetchProgress::default());
+    let mut reporter = Reporter::for_this_terminal(Arc::clone(&progress));
+    let result = runtime.block_on(async {
+        let fetch = fetcher.fetch_closure_with_progress(&roots, progress);
+        tokio::pin!(fetch);
+        let mut ticker = tokio::time::interval(reporter.interval());
+        loop {
+            tokio::select! {
+                result = &mut fetch => break result,
+                _ = ticker.tick() => reporter.tick(),
+            }
+        }
+    });
+    match result {
+        Ok(summary) => {
+            reporter.finish(Some(&summary));
+            Ok(())
+        }
+        Err(error) => {
+            reporter.finish(None);
+            Err(error).with_context(|| format!("fetch the closure of {}", env.display_name()))
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! `nixlet`: the operator's view of what the shim does on this node.
 
+mod doctor;
 mod env_command;
 mod environment_sync;
 mod fetch_progress_bar;
@@ -7,6 +8,7 @@ mod gc_command;
 mod node_command;
 mod node_label;
 mod node_run;
+mod sbom_command;
 mod stale_roots;
 
 use anyhow::Result;
@@ -33,6 +35,8 @@ enum Command {
     Node(node_command::NodeCommand),
     /// Delete store paths nixlet installed that no GC root reaches, oldest use first.
     Gc(gc_command::GcCommand),
+    /// Check that this node can run nixlet pods; print each finding with a fix.
+    Doctor(doctor::DoctorArgs),
 }
 
 fn main() {
@@ -55,5 +59,6 @@ fn run() -> Result<()> {
         Command::Env(command) => command.run(),
         Command::Node(command) => command.run(),
         Command::Gc(command) => command.run(),
+        Command::Doctor(args) => doctor::run(args),
     }
 }

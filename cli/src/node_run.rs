@@ -13,6 +13,8 @@ use crate::environment_sync::sync_environments;
 use crate::node_label::{self, InCluster};
 use crate::stale_roots::{sweep_stale_roots, DEFAULT_RUNC_ROOT, GRACE};
 
+static ROUNDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 #[derive(Args)]
 pub struct RunArgs {
     /// Where the node's root file system is mounted (`/` when run on the node itself).
@@ -33,6 +35,16 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
+    /// GC runs on the `[gc] interval_secs` cadence, counted in rounds.
+    fn collect_now(&self, config: &NodeConfig) -> bool {
+        let Some(interval) = config.gc.interval_secs else {
+            return false;
+        };
+        let round = ROUNDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let every = (interval / self.interval.max(1)).max(1);
+        round % every == 0
+    }
+
     pub fn run(self) -> Result<()> {
         let host =
             |path: &std::path::Path| self.host_root.join(path.strip_prefix("/").unwrap_or(path));
@@ -89,6 +101,16 @@ impl RunArgs {
         .context("sweep stale gc roots")?;
         for root in removed {
             println!("stale gc root removed {}", root.display());
+        }
+        if self.collect_now(config) {
+            // Store paths are absolute: the DaemonSet mounts the node's /nix at /nix for this.
+            let report = nixlet_store::collect_garbage(&config.gc_options(false))
+                .context("garbage collection")?;
+            println!(
+                "gc freed {} paths ({} bytes)",
+                report.deleted.len(),
+                report.freed_bytes
+            );
         }
         Ok(())
     }

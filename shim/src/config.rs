@@ -7,12 +7,16 @@
 use std::path::{Path, PathBuf};
 
 use nixlet_manifest::{DirSource, EnvironmentSource, HttpSource, HttpSourceOptions};
-use nixlet_store::{FetchOptions, SubstituterConfig};
+use nixlet_store::{FetchOptions, GcOptions, SubstituterConfig, INSTALL_RECORD_FILE};
 use serde::Deserialize;
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/nixlet/config.toml";
 pub const CONFIG_PATH_ENV: &str = "NIXLET_CONFIG";
 pub const DEFAULT_DELEGATE_SHIM: &str = "containerd-shim-runc-v2";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/nixlet";
+pub const DEFAULT_NIX_GCROOTS_DIR: &str = "/nix/var/nix/gcroots";
+/// Paths used within this long are kept by GC: the shim roots a closure only after fetching it.
+pub const DEFAULT_GC_GRACE_SECS: u64 = 600;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -44,6 +48,36 @@ pub struct NodeConfig {
     /// Binary caches missing store paths are fetched from, tried in priority order.
     pub substituters: Vec<SubstituterConfig>,
     pub fetch: FetchSettings,
+    /// nixlet's own state: the record of the store paths it installed, for `nixlet gc`.
+    pub state_dir: PathBuf,
+    pub gc: GcSettings,
+}
+
+/// `[gc]`: how `nixlet gc` (and `nixlet node run`, periodically) keeps the store in bounds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GcSettings {
+    /// Collect until the store (sum of NarSize of valid paths) is at most this.
+    pub max_store_bytes: Option<u64>,
+    /// Collect until the store's filesystem has at least this much free.
+    pub min_free_bytes: Option<u64>,
+    /// How often `nixlet node run` collects; `None`: never on its own.
+    pub interval_secs: Option<u64>,
+    /// Paths used within this many seconds are kept.
+    pub grace_secs: u64,
+    /// The tree of GC roots honoured, as Nix's GC reads it; `gc_roots_dir` must lie inside.
+    pub gcroots_dir: PathBuf,
+}
+
+impl Default for GcSettings {
+    fn default() -> Self {
+        GcSettings {
+            max_store_bytes: None,
+            min_free_bytes: None,
+            interval_secs: None,
+            grace_secs: DEFAULT_GC_GRACE_SECS,
+            gcroots_dir: PathBuf::from(DEFAULT_NIX_GCROOTS_DIR),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +138,19 @@ struct ConfigFile {
     substituters: Vec<SubstituterConfig>,
     #[serde(default)]
     fetch: FetchSection,
+    state_dir: Option<PathBuf>,
+    #[serde(default)]
+    gc: GcSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GcSection {
+    max_store_bytes: Option<u64>,
+    min_free_bytes: Option<u64>,
+    interval_secs: Option<u64>,
+    grace_secs: Option<u64>,
+    gcroots_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -133,6 +180,8 @@ impl Default for NodeConfig {
             sources: Vec::new(),
             substituters: Vec::new(),
             fetch: FetchSettings::default(),
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            gc: GcSettings::default(),
         }
     }
 }
@@ -183,10 +232,37 @@ impl NodeConfig {
                 return Err(invalid("runtime binary_name must not be empty".into()));
             }
         }
+        let gc = GcSettings {
+            max_store_bytes: file.gc.max_store_bytes,
+            min_free_bytes: file.gc.min_free_bytes,
+            interval_secs: file.gc.interval_secs,
+            grace_secs: file.gc.grace_secs.unwrap_or(defaults.gc.grace_secs),
+            gcroots_dir: file.gc.gcroots_dir.unwrap_or(defaults.gc.gcroots_dir),
+        };
+        if gc.interval_secs == Some(0) {
+            return Err(invalid("gc interval_secs must be at least 1".into()));
+        }
+        let gc_roots_dir = file.gc_roots_dir.unwrap_or(defaults.gc_roots_dir);
+        if !gc_roots_dir.starts_with(&gc.gcroots_dir) {
+            return Err(invalid(format!(
+                "gc_roots_dir {:?} is outside gc.gcroots_dir {:?}: GC would not see the \
+                 containers' roots",
+                gc_roots_dir.display().to_string(),
+                gc.gcroots_dir.display().to_string()
+            )));
+        }
+        let state_dir = file.state_dir.unwrap_or(defaults.state_dir);
+        if !state_dir.is_absolute() || !gc.gcroots_dir.is_absolute() {
+            return Err(invalid(format!(
+                "state_dir {:?} and gc.gcroots_dir {:?} must be absolute paths",
+                state_dir.display().to_string(),
+                gc.gcroots_dir.display().to_string()
+            )));
+        }
         Ok(NodeConfig {
             system: file.system.unwrap_or(defaults.system),
             nix_db: file.nix_db.unwrap_or(defaults.nix_db),
-            gc_roots_dir: file.gc_roots_dir.unwrap_or(defaults.gc_roots_dir),
+            gc_roots_dir,
             runtime: RuntimeConfig {
                 binary_name: file.runtime.binary_name,
                 delegate_shim: file
@@ -206,6 +282,8 @@ impl NodeConfig {
                     .parallel_downloads
                     .unwrap_or(defaults.fetch.parallel_downloads),
             },
+            state_dir,
+            gc,
         })
     }
 
@@ -215,7 +293,27 @@ impl NodeConfig {
             require_signatures: self.fetch.require_signatures,
             parallel_downloads: self.fetch.parallel_downloads,
             nix_db: self.nix_db.clone(),
+            install_record: Some(self.install_record()),
             ..FetchOptions::default()
+        }
+    }
+
+    /// nixlet's record of the store paths it installed.
+    pub fn install_record(&self) -> PathBuf {
+        self.state_dir.join(INSTALL_RECORD_FILE)
+    }
+
+    /// `nixlet gc` for this node: the `[gc]` limits, the roots and the install record.
+    pub fn gc_options(&self, dry_run: bool) -> GcOptions {
+        GcOptions {
+            nix_db: self.nix_db.clone(),
+            nix_state_dir: FetchOptions::default().nix_state_dir,
+            gcroots_dir: self.gc.gcroots_dir.clone(),
+            install_record: self.install_record(),
+            max_store_bytes: self.gc.max_store_bytes,
+            min_free_bytes: self.gc.min_free_bytes,
+            grace: std::time::Duration::from_secs(self.gc.grace_secs),
+            dry_run,
         }
     }
 
@@ -345,6 +443,62 @@ mod tests {
         assert!(!options.require_signatures);
         assert_eq!(options.parallel_downloads, 4);
         assert!(NodeConfig::default().fetch_options().require_signatures);
+    }
+
+    #[test]
+    fn gc_settings_and_state_dir_parse() {
+        let config = parse(
+            r#"
+            state_dir = "/srv/nixlet"
+            gc_roots_dir = "/srv/gcroots/nixlet"
+            [gc]
+            max_store_bytes = 21474836480
+            min_free_bytes = 5368709120
+            interval_secs = 3600
+            grace_secs = 0
+            gcroots_dir = "/srv/gcroots"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            config.gc,
+            GcSettings {
+                max_store_bytes: Some(21_474_836_480),
+                min_free_bytes: Some(5_368_709_120),
+                interval_secs: Some(3600),
+                grace_secs: 0,
+                gcroots_dir: "/srv/gcroots".into(),
+            }
+        );
+        assert_eq!(
+            config.fetch_options().install_record,
+            Some(PathBuf::from("/srv/nixlet/installed-paths.sqlite"))
+        );
+        let gc = config.gc_options(true);
+        assert_eq!(gc.gcroots_dir, PathBuf::from("/srv/gcroots"));
+        assert_eq!(gc.max_store_bytes, Some(21_474_836_480));
+        assert!(gc.dry_run);
+
+        let defaults = NodeConfig::default();
+        assert_eq!(defaults.gc.interval_secs, None);
+        assert_eq!(defaults.gc.grace_secs, DEFAULT_GC_GRACE_SECS);
+        assert_eq!(
+            defaults.install_record(),
+            PathBuf::from("/var/lib/nixlet/installed-paths.sqlite")
+        );
+
+        let outside = parse("[gc]\ngcroots_dir = \"/srv/gcroots\"\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            outside,
+            "node config /etc/nixlet/config.toml: gc_roots_dir \"/nix/var/nix/gcroots/nixlet\" \
+             is outside gc.gcroots_dir \"/srv/gcroots\": GC would not see the containers' roots"
+        );
+        assert!(parse("[gc]\ninterval_secs = 0\n").is_err());
+        assert!(parse("[gc]\nmax_store_bytes = -1\n").is_err());
+        let unknown = parse("[gc]\nbudget = 1\n").unwrap_err().to_string();
+        assert!(unknown.contains("unknown field `budget`"), "{unknown}");
     }
 
     #[test]

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use nixlet_manifest::{select, EnvRef, ResolvedEnv, Selection, StorePath};
+use nixlet_store::environment_sbom::environment_sbom;
+use nixlet_store::sbom::SBOM_VIEW_PATH;
 use nixlet_store::view_install::install_view;
 use nixlet_store::view_tree::{ViewFile, ViewInput, ViewTree};
 use nixlet_store::{FetchError, Fetcher, LocalStore};
@@ -211,6 +213,16 @@ async fn build_view(
             executable: false,
         });
     }
+    // The closure's bill of materials; deterministic, so the view's path stays content-addressed.
+    let sbom = {
+        let (env, nix_db) = (env.clone(), config.nix_db.clone());
+        tokio::task::spawn_blocking(move || environment_sbom(&env, &nix_db)).await??
+    };
+    files.push(ViewFile {
+        relative_path: SBOM_VIEW_PATH.to_string(),
+        contents: sbom,
+        executable: false,
+    });
     let tree = tokio::task::spawn_blocking(move || ViewTree::merge(&inputs, &files)).await??;
     for (name, loser) in &tree.shadowed {
         tracing::debug!(file = %name, shadowed = %loser, "file collision resolved by priority");
@@ -222,7 +234,17 @@ async fn build_view(
         .and_then(Path::parent)
         .unwrap_or(Path::new("/nix/var/nix"))
         .to_path_buf();
-    Ok(install_view(&tree, &name, &config.nix_db, &state_dir).await?)
+    let view = install_view(&tree, &name, &config.nix_db, &state_dir).await?;
+    // nixlet's GC collects only what nixlet installed; a view nobody records would keep its
+    // whole closure alive forever. A failed record costs disk, not the container.
+    if let Err(error) = nixlet_store::install_record::note_installed(
+        &config.install_record(),
+        &view,
+        "environment view",
+    ) {
+        tracing::warn!(view = %view, error = %error, "cannot record the environment view as installed");
+    }
+    Ok(view)
 }
 
 fn view_facts(view: &StorePath) -> ViewFacts {

@@ -22,4 +22,11 @@ pub enum StoreError {
 
     #[error("Nix database {} lists a malformed store path {value:?}", db.display())]
     MalformedPath { db: PathBuf, value: String },
+
+    #[error("Nix database {} lists a malformed NAR hash {value:?} for {path}", db.display())]
+    MalformedNarHash {
+        db: PathBuf,
+        path: StorePath,
+        value: String,
+    },
 }

@@ -24,9 +24,11 @@ use crate::fetch_path::{blocking, fetch_path, lock_db, PathOutcome, PathPlan, Pa
 use crate::fetch_progress::FetchProgress;
 use crate::http_client::{HttpClient, RetryPolicy};
 use crate::install::StoreDir;
+use crate::install_record::{now_secs, InstallRecord};
+use crate::nix_cli_backend::NixCliSubstituter;
 use crate::path_lock::GcLock;
 use crate::registration::NixDbWriter;
-use crate::substituter::{Substituter, SubstituterConfig};
+use crate::substituter::{Substituter, SubstituterBackend, SubstituterConfig};
 use crate::trust;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +54,9 @@ pub struct FetchOptions {
     pub retry_backoff: Duration,
     /// How long "this cache does not have the path" is remembered.
     pub negative_cache_ttl: Duration,
+    /// nixlet's record of the paths it installed (`install_record.rs`), which `nixlet gc`
+    /// collects from; `None` records nothing (and such paths are never collected by nixlet).
+    pub install_record: Option<PathBuf>,
 }
 
 impl Default for FetchOptions {
@@ -67,6 +72,7 @@ impl Default for FetchOptions {
             attempts: 3,
             retry_backoff: Duration::from_millis(500),
             negative_cache_ttl: Duration::from_secs(30),
+            install_record: None,
         }
     }
 }
@@ -98,6 +104,8 @@ pub struct Fetcher {
 struct Inner {
     http: HttpClient,
     substituters: Vec<Arc<Substituter>>,
+    /// Fallbacks, by priority, tried when nixlet's own fetch fails.
+    nix_cli: Vec<NixCliSubstituter>,
     options: FetchOptions,
     /// (substituter index, hash part) → when the cache said it does not have the path.
     negative: Mutex<HashMap<(usize, String), Instant>>,
@@ -108,10 +116,19 @@ impl Fetcher {
         substituters: Vec<SubstituterConfig>,
         options: FetchOptions,
     ) -> Result<Fetcher, FetchError> {
-        let substituters = substituters
+        let (nix_cli, substituters): (Vec<_>, Vec<_>) = substituters
             .iter()
+            .partition(|config| config.backend == SubstituterBackend::NixCli);
+        let substituters = substituters
+            .into_iter()
             .map(|config| Substituter::new(config).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
+        let mut nix_cli = nix_cli
+            .into_iter()
+            .map(NixCliSubstituter::new)
+            .collect::<Result<Vec<_>, _>>()?;
+        // Stable: equal priorities keep the config's order.
+        nix_cli.sort_by_key(|cli| cli.priority.unwrap_or(crate::cache_info::DEFAULT_PRIORITY));
         let http = HttpClient::new(
             options.connect_timeout,
             options.read_timeout,
@@ -126,6 +143,7 @@ impl Fetcher {
             inner: Arc::new(Inner {
                 http,
                 substituters,
+                nix_cli,
                 options,
                 negative: Mutex::new(HashMap::new()),
             }),
@@ -143,7 +161,91 @@ impl Fetcher {
     }
 
     /// [`Fetcher::fetch_closure`], updating `progress` as it goes.
+    ///
+    /// When nixlet's own fetch fails and the node has `nix-cli` substituters, they are tried in
+    /// turn (`nix_cli_backend.rs`); the closure is then checked again as a native fetch would.
     pub async fn fetch_closure_with_progress(
+        &self,
+        roots: &[StorePath],
+        progress: Arc<FetchProgress>,
+    ) -> Result<FetchSummary, FetchError> {
+        let native = match self.fetch_native(roots, Arc::clone(&progress)).await {
+            Ok(summary) => return Ok(summary),
+            Err(error) if self.inner.nix_cli.is_empty() => return Err(error),
+            Err(error) => error,
+        };
+        tracing::warn!(error = %native, "nixlet's own fetch failed; falling back to the nix cli");
+        let started = Instant::now();
+        let mut failures = Vec::new();
+        for cli in &self.inner.nix_cli {
+            let since = now_secs();
+            match cli
+                .realise(roots, self.inner.options.require_signatures)
+                .await
+            {
+                Ok(()) => {
+                    let mut summary = self.fetch_native(roots, progress).await?;
+                    let installed = self
+                        .note_nix_cli_installs(&summary.closure, since, &cli.url)
+                        .await;
+                    summary.paths_fetched += installed;
+                    summary.paths_already_valid =
+                        summary.paths_already_valid.saturating_sub(installed);
+                    summary.elapsed = started.elapsed();
+                    return Ok(summary);
+                }
+                Err(cause) => {
+                    tracing::warn!(substituter = %cli.url, error = %cause, "nix cli fetch failed");
+                    failures.push(format!("{}: {cause}", cli.url));
+                }
+            }
+        }
+        Err(FetchError::NixCliFallback {
+            roots: roots
+                .iter()
+                .map(|r| r.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            native: Box::new(native),
+            failures: failures.join("; "),
+        })
+    }
+
+    /// Records the paths of `closure` that Nix registered since `since` as nixlet's (it fetched
+    /// them on nixlet's behalf); returns how many.
+    async fn note_nix_cli_installs(&self, closure: &[StorePath], since: i64, url: &str) -> usize {
+        let options = &self.inner.options;
+        let (db, record) = (options.nix_db.clone(), options.install_record.clone());
+        let (closure, origin) = (closure.to_vec(), format!("nix-cli {url}"));
+        tokio::task::spawn_blocking(move || {
+            let infos = match crate::store_graph::path_infos(&db, &closure) {
+                Ok(infos) => infos,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot tell which paths the nix cli installed");
+                    return 0;
+                }
+            };
+            let fresh: Vec<StorePath> = infos
+                .into_iter()
+                .filter(|(_, info)| info.as_ref().is_some_and(|i| i.registration_time >= since))
+                .map(|(path, _)| path)
+                .collect();
+            if let Some(record) = record.as_deref().and_then(open_record) {
+                let mut record = lock_record(&record);
+                for path in &fresh {
+                    if let Err(error) = record.record_installed(path, &origin, now_secs()) {
+                        tracing::warn!(path = %path, %error, "cannot record an installed path; nixlet gc will not collect it");
+                    }
+                }
+            }
+            fresh.len()
+        })
+        .await
+        .unwrap_or(0)
+    }
+
+    /// nixlet's own fetch: the walk over its http substituters.
+    async fn fetch_native(
         &self,
         roots: &[StorePath],
         progress: Arc<FetchProgress>,
@@ -162,6 +264,12 @@ impl Fetcher {
             })?
             .map(Arc::new);
         let db = open_db(&inner.options.nix_db).await?;
+        let record = match inner.options.install_record.clone() {
+            Some(path) => tokio::task::spawn_blocking(move || open_record(&path))
+                .await
+                .unwrap_or(None),
+            None => None,
+        };
         let run = Arc::new(Run {
             http: inner.http.clone(),
             store,
@@ -203,6 +311,8 @@ impl Fetcher {
                 .collect();
             let sender = senders.remove(&path).expect("one sender per planned path");
             let run = Arc::clone(&run);
+            let record = record.clone();
+            let origin = plan.substituter.url.clone();
             tasks.spawn(async move {
                 let result = fetch_path(run, Arc::new(plan), dependencies).await;
                 let _ = sender.send(if result.is_ok() {
@@ -210,6 +320,11 @@ impl Fetcher {
                 } else {
                     PathState::Failed
                 });
+                if let (Ok(PathOutcome::Fetched { .. }), Some(record)) = (&result, record) {
+                    // Spawned before this task can next yield, so a fetch its caller gives up
+                    // on still records what it installed.
+                    note_installed(record, path.clone(), origin).await;
+                }
                 (path, result)
             });
         }
@@ -252,6 +367,16 @@ impl Fetcher {
                 .position(|e| !matches!(e, FetchError::DependencyFailed { .. }))
                 .unwrap_or(0);
             return Err(errors.swap_remove(index));
+        }
+        if let Some(record) = record {
+            // Every path of the closure was just asked for: that is a use.
+            let closure = summary.closure.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Err(error) = lock_record(&record).touch(&closure, now_secs()) {
+                    tracing::warn!(%error, "cannot record the use of a closure");
+                }
+            })
+            .await;
         }
         tracing::info!(
             paths_fetched = summary.paths_fetched,
@@ -473,6 +598,33 @@ async fn open_store() -> Result<Arc<StoreDir>, FetchError> {
     .await
     .map(Arc::new)
     .map_err(FetchError::Local)
+}
+
+fn open_record(path: &std::path::Path) -> Option<Arc<Mutex<InstallRecord>>> {
+    match InstallRecord::open(path) {
+        Ok(record) => Some(Arc::new(Mutex::new(record))),
+        Err(error) => {
+            // Not a reason to fail a Create: the paths are installed all the same, only nixlet
+            // gc will not know them.
+            tracing::warn!(%error, "cannot open the install record; fetched paths go unrecorded");
+            None
+        }
+    }
+}
+
+fn lock_record(record: &Mutex<InstallRecord>) -> std::sync::MutexGuard<'_, InstallRecord> {
+    record
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+async fn note_installed(record: Arc<Mutex<InstallRecord>>, path: StorePath, origin: String) {
+    let _ = tokio::task::spawn_blocking(move || {
+        if let Err(error) = lock_record(&record).record_installed(&path, &origin, now_secs()) {
+            tracing::warn!(path = %path, %error, "cannot record an installed path; nixlet gc will not collect it");
+        }
+    })
+    .await;
 }
 
 async fn open_db(path: &std::path::Path) -> Result<Option<Arc<Mutex<NixDbWriter>>>, FetchError> {

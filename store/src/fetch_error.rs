@@ -45,6 +45,13 @@ pub enum FetchError {
 
     #[error("local store: {0}")]
     Local(LocalError),
+
+    #[error("cannot fetch {roots}: {native}; the nix cli fallback failed too: {failures}")]
+    NixCliFallback {
+        roots: String,
+        native: Box<FetchError>,
+        failures: String,
+    },
 }
 
 impl FetchError {
@@ -56,6 +63,7 @@ impl FetchError {
             | FetchError::Install { path, .. }
             | FetchError::DependencyFailed { path, .. }
             | FetchError::ReferenceCycle { path, .. } => Some(path),
+            FetchError::NixCliFallback { native, .. } => native.store_path(),
             FetchError::InvalidSubstituter { .. }
             | FetchError::HttpClient(_)
             | FetchError::Local(_) => None,

@@ -98,7 +98,10 @@ pub struct GcPlan {
 impl GcPlan {
     /// Whether the plan meets the budget (always, when no limit was set).
     pub fn meets_budget(&self) -> bool {
-        self.bytes_needed.map_or(true, |needed| self.bytes >= needed)
+        match self.bytes_needed {
+            None => true,
+            Some(needed) => self.bytes >= needed,
+        }
     }
 }
 
@@ -189,10 +192,7 @@ pub fn plan(input: &GcInput) -> GcPlan {
         .map(|(c, _)| Reverse((input.installed[*c], *c)))
         .collect();
     while let Some(Reverse((last_used, path))) = ready.pop() {
-        if plan
-            .bytes_needed
-            .is_some_and(|needed| plan.bytes >= needed)
-        {
+        if plan.bytes_needed.is_some_and(|needed| plan.bytes >= needed) {
             break;
         }
         let nar_size = input.valid[path].nar_size;
@@ -351,11 +351,7 @@ mod tests {
             (&dep, 1, &[]),
             (&mine, 1, &[&dep]),
         ]);
-        let plan = plan(&input(
-            valid,
-            &[(&lib, 1), (&dep, 1), (&mine, 1)],
-            &[],
-        ));
+        let plan = plan(&input(valid, &[(&lib, 1), (&dep, 1), (&mine, 1)], &[]));
         assert_eq!(deleted(&plan), vec!["mine"]);
         assert_eq!(
             plan.referenced.iter().map(|p| p.name()).collect::<Vec<_>>(),
@@ -372,7 +368,12 @@ mod tests {
             p('4', "recent"),
             p('5', "gone"),
         );
-        let valid = store(&[(&a, 40, &[]), (&b, 40, &[]), (&c, 40, &[]), (&recent, 40, &[])]);
+        let valid = store(&[
+            (&a, 40, &[]),
+            (&b, 40, &[]),
+            (&c, 40, &[]),
+            (&recent, 40, &[]),
+        ]);
         let mut gc = input(
             valid,
             &[(&a, 3), (&b, 1), (&c, 2), (&recent, 9_990), (&gone, 1)],

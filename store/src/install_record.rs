@@ -109,7 +109,8 @@ impl InstallRecord {
         &self.path
     }
 
-    /// Records that nixlet installed `path` (again, if it had been collected meanwhile).
+    /// Records that nixlet installed `path`, or, if it is recorded already, that it was used
+    /// now (the first install time stays).
     pub fn record_installed(
         &mut self,
         path: &StorePath,
@@ -120,8 +121,8 @@ impl InstallRecord {
             .execute(
                 "INSERT INTO InstalledPaths (path, installedAt, lastUsed, origin) \
                  VALUES (?1, ?2, ?2, ?3) \
-                 ON CONFLICT(path) DO UPDATE SET installedAt = excluded.installedAt, \
-                 lastUsed = excluded.lastUsed, origin = excluded.origin",
+                 ON CONFLICT(path) DO UPDATE SET \
+                 lastUsed = max(lastUsed, excluded.lastUsed), origin = excluded.origin",
                 params![path.to_string(), now, origin],
             )
             .map(drop)
@@ -205,6 +206,13 @@ impl InstallRecord {
     }
 }
 
+/// Opens the record at `file` and records `path` as installed by nixlet now: for paths nixlet
+/// creates outside the fetcher, such as the environment view (which references the whole
+/// environment, so an unrecorded view would keep its closure from ever being collected).
+pub fn note_installed(file: &Path, path: &StorePath, origin: &str) -> Result<(), RecordError> {
+    InstallRecord::open(file)?.record_installed(path, origin, now_secs())
+}
+
 fn error(path: &Path, message: String) -> RecordError {
     RecordError {
         path: path.to_path_buf(),
@@ -234,12 +242,12 @@ mod tests {
         record.record_installed(&a, "http://cache", 100).unwrap();
         record.record_installed(&b, "http://cache", 100).unwrap();
         // Only nixlet's paths are stamped; an older stamp never wins over a newer one.
-        assert_eq!(
-            record.touch(&[a.clone(), host.clone()], 200).unwrap(),
-            1
-        );
-        assert_eq!(record.touch(&[a.clone()], 150).unwrap(), 0);
+        assert_eq!(record.touch(&[a.clone(), host.clone()], 200).unwrap(), 1);
+        assert_eq!(record.touch(std::slice::from_ref(&a), 150).unwrap(), 0);
         record.forget(&b).unwrap();
+        // Installing again counts as a use; the first install time stays.
+        record.record_installed(&a, "http://cache", 300).unwrap();
+        record.record_installed(&a, "http://cache", 250).unwrap();
 
         let reopened = InstallRecord::open_existing(&file).unwrap().unwrap();
         assert_eq!(
@@ -247,10 +255,20 @@ mod tests {
             vec![InstalledPath {
                 path: a,
                 installed_at: 100,
-                last_used: 200,
+                last_used: 300,
                 origin: "http://cache".into(),
             }]
         );
+    }
+
+    #[test]
+    fn note_installed_creates_the_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("installed-paths.sqlite");
+        note_installed(&file, &p('4', "view"), "environment view").unwrap();
+        let all = InstallRecord::open(&file).unwrap().all().unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].origin, "environment view");
     }
 
     #[test]

@@ -28,6 +28,24 @@ pub mod trust;
 pub mod view_install;
 pub mod view_tree;
 
+// The bill of materials of an environment's closure.
+pub mod drv_name;
+pub mod environment_sbom;
+pub mod path_info;
+pub mod sbom;
+
+// `nixlet doctor`'s look at a substituter.
+pub mod cache_probe;
+
+pub mod gc_exclusive_lock;
+pub mod gc_plan;
+pub mod gc_roots;
+mod gc_sweep;
+pub mod install_record;
+mod invalidation;
+pub mod nix_cli_backend;
+pub mod store_graph;
+
 pub use error::StoreError;
 pub use local_store::{LocalStore, DEFAULT_NIX_DB};
 pub use nix_db::NixDb;
@@ -35,6 +53,9 @@ pub use nix_db::NixDb;
 pub use fetch_closure::{FetchOptions, FetchSummary, Fetcher};
 pub use fetch_error::{FetchCause, FetchError, LocalError};
 pub use fetch_progress::{FetchProgress, ProgressSnapshot};
+pub use gc_sweep::{collect_garbage, GcError, GcOptions, GcReport, Skipped};
 pub use install::sweep_stale_entries;
+pub use install_record::{InstallRecord, INSTALL_RECORD_FILE};
+pub use invalidation::Invalidated;
 pub use path_lock::GcLock;
-pub use substituter::SubstituterConfig;
+pub use substituter::{SubstituterBackend, SubstituterConfig};

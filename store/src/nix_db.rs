@@ -10,6 +10,7 @@ use std::time::Duration;
 use nixlet_manifest::StorePath;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
+use crate::path_info::{parse_nar_hash, PathInfo};
 use crate::StoreError;
 
 /// Host Nix may hold a write lock while it registers paths; wait rather than fail a Create.
@@ -79,6 +80,45 @@ impl NixDb {
             references.push(self.parse_path(value)?);
         }
         Ok(references)
+    }
+
+    /// How many paths Nix has registered (`nixlet doctor` reads it to show the database works).
+    pub fn valid_path_count(&self) -> Result<u64, StoreError> {
+        self.conn
+            .query_row("SELECT count(*) FROM ValidPaths", [], |row| {
+                row.get::<_, i64>(0)
+            })
+            .map(|count| u64::try_from(count).unwrap_or(0))
+            .map_err(|source| self.db_error(source))
+    }
+
+    /// The registration of `path`: NAR hash, NAR size and references.
+    pub fn path_info(&self, path: &StorePath) -> Result<PathInfo, StoreError> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT hash, narSize FROM ValidPaths WHERE path = ?1",
+                [path.to_string()],
+                |row| Ok((row.get::<_, String>(0)?, row.get::<_, Option<i64>>(1)?)),
+            )
+            .optional()
+            .map_err(|source| self.db_error(source))?;
+        let Some((hash, nar_size)) = row else {
+            return Err(StoreError::NotValid { path: path.clone() });
+        };
+        let nar_hash = parse_nar_hash(&hash).ok_or_else(|| StoreError::MalformedNarHash {
+            db: self.path.clone(),
+            path: path.clone(),
+            value: hash.clone(),
+        })?;
+        Ok(PathInfo {
+            path: path.clone(),
+            nar_hash,
+            nar_size: nar_size
+                .and_then(|size| u64::try_from(size).ok())
+                .unwrap_or(0),
+            references: self.references(path)?.into_iter().collect(),
+        })
     }
 
     /// Every path reachable from `roots` through references, roots included, sorted.
@@ -179,6 +219,44 @@ mod tests {
             closure.into_iter().collect::<Vec<_>>(),
             vec![p(HELLO), p(GLIBC), p(LIBGCC)]
         );
+    }
+
+    #[test]
+    fn path_info_reads_hash_size_and_references() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = fixture_db(
+            dir.path(),
+            &[HELLO, GLIBC],
+            &[(HELLO, HELLO), (HELLO, GLIBC)],
+        );
+        let conn = Connection::open(&db).unwrap();
+        let hex = "1b8c6e3a4f5d2e7c9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f";
+        conn.execute(
+            "update ValidPaths set hash = ?1, narSize = 4242 where path = ?2",
+            [format!("sha256:{hex}"), HELLO.to_string()],
+        )
+        .unwrap();
+        drop(conn);
+        let db = NixDb::open(db).unwrap();
+        let info = db.path_info(&p(HELLO)).unwrap();
+        assert_eq!(hex::encode(info.nar_hash), hex);
+        assert_eq!(info.nar_size, 4242);
+        assert_eq!(
+            info.references.into_iter().collect::<Vec<_>>(),
+            vec![p(HELLO), p(GLIBC)]
+        );
+        // The fixture's placeholder hash "sha256:0" is not a hash: the error names it.
+        assert_eq!(
+            db.path_info(&p(GLIBC)).unwrap_err().to_string(),
+            format!(
+                "Nix database {} lists a malformed NAR hash \"sha256:0\" for {GLIBC}",
+                dir.path().join("db.sqlite").display()
+            )
+        );
+        assert!(matches!(
+            db.path_info(&p(LIBGCC)),
+            Err(StoreError::NotValid { .. })
+        ));
     }
 
     #[test]

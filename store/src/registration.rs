@@ -99,6 +99,11 @@ impl NixDbWriter {
         &self.path
     }
 
+    /// For the inverse operation, which lives with GC (`invalidation.rs`).
+    pub(crate) fn connection(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
     pub fn is_registered(&self, path: &StorePath) -> Result<bool, LocalError> {
         self.conn
             .query_row(

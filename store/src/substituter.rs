@@ -30,6 +30,21 @@ pub struct SubstituterConfig {
     pub token_file: Option<PathBuf>,
     /// A netrc file with a `machine` entry for the cache's host.
     pub netrc_file: Option<PathBuf>,
+    /// Who reads the cache: nixlet itself (`http`, the default) or, as a fallback when nixlet's
+    /// own fetch fails, the Nix CLI (`nix-cli`: any store URL Nix reads, e.g. `file://`, `s3://`).
+    #[serde(default)]
+    pub backend: SubstituterBackend,
+    /// `nix-cli` only: how long one `nix-store --realise` may run before its process group is
+    /// killed (default 600).
+    pub timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SubstituterBackend {
+    #[default]
+    Http,
+    NixCli,
 }
 
 /// A validated substituter, ready for requests.
@@ -53,9 +68,21 @@ impl Substituter {
         };
         let trimmed = config.url.trim_end_matches('/');
         let base = Url::parse(&format!("{trimmed}/")).map_err(|e| invalid(e.to_string()))?;
+        if config.backend != SubstituterBackend::Http {
+            return Err(invalid(
+                "only the http backend is read by nixlet itself".into(),
+            ));
+        }
+        if config.timeout_secs.is_some() {
+            return Err(invalid(
+                "timeout_secs applies to backend \"nix-cli\" only (the http backend uses the \
+                 node's fetch timeouts)"
+                    .into(),
+            ));
+        }
         if !matches!(base.scheme(), "http" | "https") {
             return Err(invalid(format!(
-                "scheme {:?} is not supported; use http or https",
+                "scheme {:?} is not supported; use http or https (or backend \"nix-cli\")",
                 base.scheme()
             )));
         }
@@ -236,7 +263,7 @@ mod tests {
         assert_eq!(
             error.to_string(),
             "invalid substituter \"file:///srv/cache\": scheme \"file\" is not supported; use \
-             http or https"
+             http or https (or backend \"nix-cli\")"
         );
         let mut bad_key = config("https://cache.example.org");
         bad_key.trusted_keys = vec!["nocolon".into()];
@@ -291,5 +318,12 @@ mod tests {
         .unwrap();
         assert_eq!(parsed.priority, Some(40));
         assert!(toml::from_str::<SubstituterConfig>("url = \"x\"\nkeys = []\n").is_err());
+        let cli: SubstituterConfig = toml::from_str(
+            "url = \"file:///srv/cache\"\nbackend = \"nix-cli\"\ntimeout_secs = 30\n",
+        )
+        .unwrap();
+        assert_eq!(cli.backend, SubstituterBackend::NixCli);
+        assert_eq!(cli.timeout_secs, Some(30));
+        assert!(toml::from_str::<SubstituterConfig>("url = \"x\"\nbackend = \"nix\"\n").is_err());
     }
 }

@@ -1,0 +1,295 @@
+//! Does containerd's config, as containerd reads it, declare the `nixlet` runtime with the
+//! annotation pass-through the shim depends on? Files are parsed with the installer's readers
+//! (schemas, `imports`) and nothing is written.
+//!
+//! Which table counts follows containerd's merge of `imports` (see the installer's
+//! `containerd_plan`): schema 2 (containerd 1.x) uses the CRI plugin table of the last file in
+//! load order that sets it, whole; schema 3 (containerd 2.x) merges key by key, later files
+//! winning.
+
+use std::collections::{HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+
+use nixlet_installer::containerd_schema::{self, Detected, Schema};
+use nixlet_installer::names::{ANNOTATION_PATTERNS, RUNTIME_NAME, RUNTIME_TYPE};
+use nixlet_installer::{containerd_imports, managed_file, HostRoot};
+use toml_edit::{DocumentMut, Item};
+
+use super::report::Report;
+
+const CHECK: &str = "containerd config";
+const INSTALL_FIX: &str = "run `nixlet node install --host-root /`, which adds the runtime with \
+                           pod_annotations and container_annotations [\"nixlet.dev/*\", \
+                           \"flox.dev/*\"], then restart containerd";
+/// Annotation keys the shim reads, for checking that a pattern lets them through.
+const ENVIRONMENT_KEY: &str = "nixlet.dev/environment";
+const ALIAS_KEY: &str = "flox.dev/environment";
+
+/// One key of the runtime table and the file it comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Setting<T> {
+    value: T,
+    file: PathBuf,
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+struct RuntimeSettings {
+    runtime_type: Option<Setting<String>>,
+    pod_annotations: Option<Setting<Vec<String>>>,
+    container_annotations: Option<Setting<Vec<String>>>,
+}
+
+pub fn check(report: &mut Report, host: &HostRoot, main: &Path) {
+    match effective_runtime(host, main) {
+        Ok(Lookup::Found(settings)) => judge(report, main, &settings),
+        Ok(Lookup::Missing { shadowed_in }) => {
+            let message = match shadowed_in {
+                Some((declared, effective)) => format!(
+                    "the `{RUNTIME_NAME}` runtime is declared in {} but {} also sets the CRI \
+                     plugin table, and containerd 1.x uses only that file's table",
+                    declared.display(),
+                    effective.display()
+                ),
+                None => format!(
+                    "{} (and its imports) declare no `{RUNTIME_NAME}` runtime",
+                    main.display()
+                ),
+            };
+            report.fail(CHECK, message, INSTALL_FIX);
+        }
+        Ok(Lookup::NoFile) => report.fail(
+            CHECK,
+            format!(
+                "no containerd config at {}: containerd runs on its built-in defaults, which have \
+                 no `{RUNTIME_NAME}` runtime",
+                main.display()
+            ),
+            INSTALL_FIX,
+        ),
+        Err(message) => report.fail(
+            CHECK,
+            message,
+            "correct the file (`containerd config dump` shows what containerd makes of it), \
+             then run `nixlet node install --host-root /`",
+        ),
+    }
+}
+
+fn judge(report: &mut Report, main: &Path, settings: &RuntimeSettings) {
+    let mut problems = Vec::new();
+    match &settings.runtime_type {
+        Some(Setting { value, .. }) if value == RUNTIME_TYPE => {}
+        Some(Setting { value, file }) => problems.push(format!(
+            "runtime_type is {value:?} (in {}), not {RUNTIME_TYPE:?}",
+            file.display()
+        )),
+        None => problems.push(format!("it has no runtime_type (want {RUNTIME_TYPE:?})")),
+    }
+    let mut missing_alias = Vec::new();
+    for (key, setting) in [
+        ("pod_annotations", &settings.pod_annotations),
+        ("container_annotations", &settings.container_annotations),
+    ] {
+        let patterns = setting.as_ref().map(|s| s.value.as_slice()).unwrap_or(&[]);
+        if !passes(patterns, ENVIRONMENT_KEY) {
+            problems.push(format!(
+                "{key} {patterns:?} does not pass {ENVIRONMENT_KEY} (containerd drops the \
+                 annotation before the shim sees it)"
+            ));
+        } else if !passes(patterns, ALIAS_KEY) {
+            missing_alias.push(key);
+        }
+    }
+    let file = settings
+        .runtime_type
+        .as_ref()
+        .map(|s| s.file.clone())
+        .unwrap_or_else(|| main.to_path_buf());
+    if problems.is_empty() {
+        report.ok(
+            CHECK,
+            format!(
+                "runtime `{RUNTIME_NAME}` in {}: {RUNTIME_TYPE}, pod and container annotations \
+                 nixlet.dev/* pass through",
+                file.display()
+            ),
+        );
+    } else {
+        report.fail(
+            CHECK,
+            format!(
+                "runtime `{RUNTIME_NAME}` in {}: {}",
+                file.display(),
+                problems.join("; ")
+            ),
+            INSTALL_FIX,
+        );
+    }
+    if !missing_alias.is_empty() {
+        report.warn(
+            CHECK,
+            format!(
+                "{} of runtime `{RUNTIME_NAME}` do not pass flox.dev/*: pods using the \
+                 flox.dev/environment alias get no environment",
+                missing_alias.join(" and ")
+            ),
+            format!("add {:?} to both lists", ANNOTATION_PATTERNS[1]),
+        );
+    }
+}
+
+/// Whether containerd lets annotation `key` through one of `patterns` (Go's `path.Match`:
+/// `*` does not cross `/`).
+fn passes(patterns: &[String], key: &str) -> bool {
+    let options = glob::MatchOptions {
+        case_sensitive: true,
+        require_literal_separator: true,
+        require_literal_leading_dot: false,
+    };
+    patterns
+        .iter()
+        .any(|pattern| glob::Pattern::new(pattern).is_ok_and(|p| p.matches_with(key, options)))
+}
+
+#[derive(Debug)]
+enum Lookup {
+    Found(RuntimeSettings),
+    Missing {
+        /// Schema 2: (file declaring the runtime, file whose CRI table containerd uses).
+        shadowed_in: Option<(PathBuf, PathBuf)>,
+    },
+    NoFile,
+}
+
+fn effective_runtime(host: &HostRoot, main: &Path) -> Result<Lookup, String> {
+    let read = |path: &Path| -> Result<Option<DocumentMut>, String> {
+        match managed_file::read_text_optional(&host.local(path)).map_err(|e| e.to_string())? {
+            Some(text) => containerd_schema::parse(&text, path)
+                .map(Some)
+                .map_err(|e| e.to_string()),
+            None => Ok(None),
+        }
+    };
+    let Some(main_doc) = read(main)? else {
+        return Ok(Lookup::NoFile);
+    };
+    let schema = match containerd_schema::detect(&main_doc, main).map_err(|e| e.to_string())? {
+        Detected::Blank => return Ok(Lookup::Missing { shadowed_in: None }),
+        Detected::Schema(schema) => schema,
+    };
+
+    // Every file in containerd's load order: breadth-first from the main file, each once.
+    let mut files: Vec<(PathBuf, DocumentMut)> = Vec::new();
+    let mut seen = HashSet::new();
+    let mut pending = VecDeque::from([(main.to_path_buf(), Some(main_doc))]);
+    while let Some((path, doc)) = pending.pop_front() {
+        if !seen.insert(path.clone()) {
+            continue;
+        }
+        let doc = match doc {
+            Some(doc) => doc,
+            None => match read(&path)? {
+                Some(doc) => doc,
+                None => continue,
+            },
+        };
+        for entry in containerd_imports::entries(&doc, &path).map_err(|e| e.to_string())? {
+            for import in containerd_imports::expand(host, &entry, &path, schema)
+                .map_err(|e| e.to_string())?
+            {
+                pending.push_back((import, None));
+            }
+        }
+        files.push((path, doc));
+    }
+
+    let table_path = schema.runtime_table_path();
+    let runtime_in = |doc: &DocumentMut| -> Option<Item> {
+        let mut item = doc.as_item();
+        for key in table_path {
+            item = item.get(key)?;
+        }
+        Some(item.clone())
+    };
+    match schema {
+        Schema::V2 => {
+            let plugin = schema.cri_runtime_plugin();
+            let effective = files
+                .iter()
+                .rev()
+                .find(|(_, doc)| containerd_schema::defines_plugin(doc, plugin))
+                .unwrap_or(&files[0]);
+            match runtime_in(&effective.1) {
+                Some(table) => Ok(Lookup::Found(settings_of(
+                    &table,
+                    &effective.0,
+                    RuntimeSettings::default(),
+                ))),
+                None => Ok(Lookup::Missing {
+                    shadowed_in: files
+                        .iter()
+                        .find(|(_, doc)| runtime_in(doc).is_some())
+                        .map(|(path, _)| (path.clone(), effective.0.clone())),
+                }),
+            }
+        }
+        Schema::V3 => {
+            let mut settings = RuntimeSettings::default();
+            let mut any = false;
+            for (path, doc) in &files {
+                if let Some(table) = runtime_in(doc) {
+                    any = true;
+                    settings = settings_of(&table, path, settings);
+                }
+            }
+            Ok(if any {
+                Lookup::Found(settings)
+            } else {
+                Lookup::Missing { shadowed_in: None }
+            })
+        }
+    }
+}
+
+/// `earlier` with the keys `table` sets replaced.
+fn settings_of(table: &Item, file: &Path, earlier: RuntimeSettings) -> RuntimeSettings {
+    let string = |key: &str| {
+        table.get(key).and_then(Item::as_str).map(|value| Setting {
+            value: value.to_string(),
+            file: file.to_path_buf(),
+        })
+    };
+    let list = |key: &str| {
+        table
+            .get(key)
+            .and_then(Item::as_array)
+            .map(|array| Setting {
+                value: array
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect(),
+                file: file.to_path_buf(),
+            })
+    };
+    RuntimeSettings {
+        runtime_type: string("runtime_type").or(earlier.runtime_type),
+        pod_annotations: list("pod_annotations").or(earlier.pod_annotations),
+        container_annotations: list("container_annotations").or(earlier.container_annotations),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_match_as_containerd_matches_them() {
+        let p = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(passes(&p(&["nixlet.dev/*"]), ENVIRONMENT_KEY));
+        assert!(passes(&p(&["other", "nixlet.dev/env*"]), ENVIRONMENT_KEY));
+        // `*` does not cross `/` in Go's path.Match.
+        assert!(!passes(&p(&["*"]), ENVIRONMENT_KEY));
+        assert!(!passes(&p(&["flox.dev/*"]), ENVIRONMENT_KEY));
+        assert!(!passes(&[], ENVIRONMENT_KEY));
+    }
+}
