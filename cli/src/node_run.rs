@@ -42,7 +42,7 @@ impl RunArgs {
         };
         let round = ROUNDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let every = (interval / self.interval.max(1)).max(1);
-        round % every == 0
+        round.is_multiple_of(every)
     }
 
     pub fn run(self) -> Result<()> {
