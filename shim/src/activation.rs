@@ -3,7 +3,8 @@
 //!
 //! The scripts live in the environment view (`activate`, `activate.d/*.bash`); the process's
 //! argv becomes `bash --noprofile --norc <view>/activate ARGV...`, so the original arguments
-//! reach `exec "$@"` untouched whatever they contain (spaces, quotes, empty strings).
+//! reach `exec "$@"` untouched whatever they contain (spaces, quotes, empty strings). The script
+//! uses nothing but bash itself: the environment may have no coreutils at all.
 
 use nixlet_manifest::ResolvedEnv;
 
@@ -69,7 +70,7 @@ pub fn activation_files(env: &ResolvedEnv) -> Vec<ActivationFile> {
     let activate = format!(
         "# nixlet activation for {name}: the environment's hook and profile, then the command.\n\
          # Run as: bash --noprofile --norc <view>/{ACTIVATE_SCRIPT} COMMAND [ARGS...]\n\
-         __nixlet_dir=$(cd \"$(dirname \"${{BASH_SOURCE[0]}}\")\" && pwd)\n\
+         __nixlet_dir=\"${{BASH_SOURCE[0]%/*}}\"\n\
          if [ \"$#\" -eq 0 ]; then\n  \
            echo \"nixlet: {name}: no command to run\" >&2\n  \
            exit 127\n\

@@ -1,7 +1,9 @@
 //! OCI images made locally with `umoci` and imported with `ctr`, so no registry is involved:
 //! - `busybox`: the static busybox plus a few applet links, entrypoint `sleep`; the pod sandbox
 //!   ("pause") image and the image of plain runc containers;
-//! - `empty`: no layer and no file at all; what a nixlet container needs.
+//! - `empty`: no layer and no file at all; what a nixlet container needs;
+//! - `default-command`: like `empty`, with the command nixlet replaces by the environment's
+//!   `[containerize.config] cmd` (the image nixlet ships for pods that give no command).
 
 use std::fs;
 use std::os::unix::fs::symlink;
@@ -14,6 +16,11 @@ use crate::prereq::BUSYBOX;
 
 pub const BUSYBOX_IMAGE: &str = "localhost/nixlet-test/busybox:latest";
 pub const EMPTY_IMAGE: &str = "localhost/nixlet-test/empty:latest";
+pub const DEFAULT_COMMAND_IMAGE: &str = "localhost/nixlet-test/default-command:latest";
+
+/// The image command nixlet replaces with `[containerize.config] cmd` (the shim's
+/// `DEFAULT_COMMAND_SENTINEL`).
+pub const DEFAULT_COMMAND_SENTINEL: &str = "/.nixlet/default-command";
 
 /// The applets linked into the busybox image's `/bin`.
 const APPLETS: &[&str] = &[
@@ -24,15 +31,17 @@ const APPLETS: &[&str] = &[
 /// `ctr images import --base-name <repo>` names an image `<repo>:<ref.name>`.
 const TAG: &str = "latest";
 
-/// Builds both images under `dir` and imports them into the containerd at `address`
+/// Builds the images under `dir` and imports them into the containerd at `address`
 /// (namespace `k8s.io`, where the CRI plugin looks).
 pub fn build_and_import(dir: &Path, address: &Path) -> Result<()> {
     let busybox = build_busybox(&dir.join("busybox"))?;
     import(address, &busybox, repo(BUSYBOX_IMAGE))?;
     let empty = build_empty(&dir.join("empty"))?;
     import(address, &empty, repo(EMPTY_IMAGE))?;
+    let default_command = build_default_command(&dir.join("default-command"))?;
+    import(address, &default_command, repo(DEFAULT_COMMAND_IMAGE))?;
     let listed = images_listed(address)?;
-    for image in [BUSYBOX_IMAGE, EMPTY_IMAGE] {
+    for image in [BUSYBOX_IMAGE, EMPTY_IMAGE, DEFAULT_COMMAND_IMAGE] {
         if !listed.iter().any(|name| name == image) {
             bail!("{image} is not among the imported images: {listed:?}");
         }
@@ -80,6 +89,21 @@ fn build_empty(dir: &Path) -> Result<PathBuf> {
         &layout,
         "--config.env",
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    ])?;
+    tar_layout(dir)
+}
+
+/// The empty image with the sentinel as its command: a pod may then give no command at all.
+fn build_default_command(dir: &Path) -> Result<PathBuf> {
+    let layout = new_layout(dir)?;
+    umoci(&[
+        "config",
+        "--image",
+        &layout,
+        "--config.env",
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "--config.cmd",
+        DEFAULT_COMMAND_SENTINEL,
     ])?;
     tar_layout(dir)
 }

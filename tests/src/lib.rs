@@ -12,10 +12,15 @@
 //! Each node's containerd log (which carries the shims' logs) is kept as
 //! `<target>/nixlet-e2e-logs/<test>.containerd.log`; a failing test prints its tail.
 
+pub mod binary_cache;
 pub mod cgroups;
 pub mod containerd;
 pub mod containerd_config;
 pub mod cri;
+pub mod env_fixture;
+pub mod expect;
+pub mod flox;
+pub mod http_server;
 pub mod images;
 pub mod leftovers;
 pub mod mounts;
@@ -26,5 +31,6 @@ pub mod prereq;
 pub mod procs;
 pub mod scratch;
 pub mod shim_build;
+pub mod store_paths;
 pub mod sweep;
 pub mod wait;

@@ -13,7 +13,14 @@ pub fn host_system() -> String {
 
 /// Writes the node config: one `dir` source at `env_root`, runc as the OCI runtime.
 pub fn write_node_config(path: &Path, env_root: &Path) -> Result<()> {
-    let text = format!(
+    write_node_config_with(path, env_root, "")
+}
+
+/// Writes the node config of [`write_node_config`] followed by `extra` TOML (more `[[sources]]`,
+/// `[[substituters]]`, `[fetch]` …). The shim reads the file at every Create, so a test may
+/// rewrite it while the node runs.
+pub fn write_node_config_with(path: &Path, env_root: &Path, extra: &str) -> Result<()> {
+    let mut text = format!(
         r#"system = "{system}"
 nix_db = "/nix/var/nix/db/db.sqlite"
 
@@ -27,6 +34,11 @@ root = "{root}"
         system = host_system(),
         root = env_root.display(),
     );
+    if !extra.is_empty() {
+        text.push('\n');
+        text.push_str(extra);
+        text.push('\n');
+    }
     fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
@@ -49,6 +61,39 @@ impl EnvironmentSource {
 
     /// Publishes `manifest` as generation `generation` of `reference` (`owner/name`).
     pub fn publish(&self, reference: &str, generation: u32, manifest: &str) -> Result<()> {
+        let dir = self
+            .environment_dir(reference)?
+            .join(generation.to_string());
+        fs::create_dir_all(&dir)?;
+        fs::write(dir.join("manifest.toml"), manifest)?;
+        Ok(())
+    }
+
+    /// Publishes `manifest` with its `manifest.lock` (written byte for byte).
+    pub fn publish_locked(
+        &self,
+        reference: &str,
+        generation: u32,
+        manifest: &str,
+        lock: &[u8],
+    ) -> Result<()> {
+        self.publish(reference, generation, manifest)?;
+        let dir = self
+            .environment_dir(reference)?
+            .join(generation.to_string());
+        fs::write(dir.join("manifest.lock"), lock)?;
+        Ok(())
+    }
+
+    /// Writes `<owner>/<name>/current`, naming the latest generation.
+    pub fn set_current(&self, reference: &str, generation: u32) -> Result<()> {
+        let dir = self.environment_dir(reference)?;
+        fs::create_dir_all(&dir)?;
+        fs::write(dir.join("current"), format!("{generation}\n"))?;
+        Ok(())
+    }
+
+    fn environment_dir(&self, reference: &str) -> Result<PathBuf> {
         let (owner, name) = reference
             .split_once('/')
             .with_context(|| format!("{reference:?} is not owner/name"))?;
@@ -56,14 +101,7 @@ impl EnvironmentSource {
             !owner.is_empty() && !name.contains('/'),
             "bad reference {reference:?}"
         );
-        let dir = self
-            .root
-            .join(owner)
-            .join(name)
-            .join(generation.to_string());
-        fs::create_dir_all(&dir)?;
-        fs::write(dir.join("manifest.toml"), manifest)?;
-        Ok(())
+        Ok(self.root.join(owner).join(name))
     }
 }
 

@@ -23,6 +23,10 @@ const PROGRAMS: &[&str] = &[
 /// The static busybox every image and store path is made from (Debian package busybox-static).
 pub const BUSYBOX: &str = "/bin/busybox";
 
+/// The static bash of the environment fixtures' `bash` package, for activation hooks (Debian
+/// package bash-static).
+pub const BASH_STATIC: &str = "/bin/bash-static";
+
 /// Everything missing on this host, as human-readable reasons; empty when the suite can run.
 pub fn missing() -> Vec<String> {
     let mut why = Vec::new();
@@ -38,6 +42,9 @@ pub fn missing() -> Vec<String> {
     }
     if !Path::new(BUSYBOX).is_file() {
         why.push(format!("{BUSYBOX} is missing (install busybox-static)"));
+    }
+    if !Path::new(BASH_STATIC).is_file() {
+        why.push(format!("{BASH_STATIC} is missing (install bash-static)"));
     }
     why
 }

@@ -40,6 +40,8 @@ pub struct TestNode {
     containerd: Option<Containerd>,
     environments: Option<EnvironmentSource>,
     fixtures: Option<FixtureDir>,
+    /// The node config file the shim reads (`NIXLET_CONFIG`).
+    nixlet_config: PathBuf,
     /// Removed last: everything above lives in it.
     scratch: Option<Scratch>,
 }
@@ -101,6 +103,7 @@ impl TestNode {
             containerd: None,
             environments: None,
             fixtures: None,
+            nixlet_config: scratch.path().join("nixlet-config.toml"),
             scratch: Some(scratch),
         };
         // On error `node` is dropped here, which tears down whatever was already started.
@@ -121,7 +124,7 @@ impl TestNode {
         }
 
         let environments = EnvironmentSource::new(&scratch.subdir("environments")?)?;
-        let nixlet_config = scratch.path().join("nixlet-config.toml");
+        let nixlet_config = self.nixlet_config.clone();
         node_config::write_node_config(&nixlet_config, environments.root())?;
         self.environments = Some(environments);
         self.fixtures = Some(FixtureDir::prepare(&scratch.subdir("nix")?)?);
@@ -185,6 +188,47 @@ impl TestNode {
             .as_ref()
             .context("node is torn down")?
             .publish(reference, generation, manifest)
+    }
+
+    /// Publishes `manifest` and its `manifest.lock` in the node's `dir` source.
+    pub fn publish_locked(
+        &self,
+        reference: &str,
+        generation: u32,
+        manifest: &str,
+        lock: &[u8],
+    ) -> Result<()> {
+        self.environments
+            .as_ref()
+            .context("node is torn down")?
+            .publish_locked(reference, generation, manifest, lock)
+    }
+
+    /// Writes the `current` file of an environment in the node's `dir` source.
+    pub fn set_current(&self, reference: &str, generation: u32) -> Result<()> {
+        self.environments
+            .as_ref()
+            .context("node is torn down")?
+            .set_current(reference, generation)
+    }
+
+    /// Rewrites the node config as the harness writes it plus `extra` TOML (substituters, more
+    /// sources, `[fetch]`); the shim reads it again at the next Create.
+    pub fn set_node_config_extra(&self, extra: &str) -> Result<()> {
+        let root = self
+            .environments
+            .as_ref()
+            .context("node is torn down")?
+            .root();
+        node_config::write_node_config_with(&self.nixlet_config, root, extra)
+    }
+
+    /// A directory of the test's own below the node's scratch dir (removed with the node).
+    pub fn scratch_subdir(&self, name: &str) -> Result<PathBuf> {
+        self.scratch
+            .as_ref()
+            .context("node is torn down")?
+            .subdir(name)
     }
 
     /// Builds (or reuses) the Nix fixture paths for `tag`, rooted in this node's scratch dir.
