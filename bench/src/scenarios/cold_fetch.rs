@@ -1,0 +1,217 @@
+//! Scenario 1: Cold materialization: nixlet's `Fetcher` vs `nix-store -r` (Nix 2.8), fetching the same
+//! closure from the same loopback binary cache into the same store, the closure deleted before
+//! every run. Runs alternate which tool goes first, so neither always meets a warmer machine.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context as _, Result};
+use nixlet_manifest::StorePath;
+use nixlet_store::{FetchOptions, Fetcher, SubstituterConfig};
+
+use super::Context;
+use crate::cpu_time::CpuTime;
+use crate::data_closure::{DataClosure, DataSpec, Kind, COMPRESSIONS};
+use crate::file_server::FileServer;
+use crate::nix_cli;
+use crate::results::{Figure, ScenarioReport};
+
+const NAME: &str = "cold-fetch";
+const MB: f64 = 1_000_000.0;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tool {
+    Nix,
+    Nixlet,
+}
+
+pub fn run(ctx: &Context) -> Result<ScenarioReport> {
+    let specs: &[DataSpec] = if ctx.quick {
+        &[DataSpec {
+            count: 4,
+            bytes_per_path: 300_000,
+            kind: Kind::Data,
+        }]
+    } else {
+        &[
+            DataSpec {
+                count: 10,
+                bytes_per_path: 10_000_000,
+                kind: Kind::Data,
+            },
+            DataSpec {
+                count: 500,
+                bytes_per_path: 600_000,
+                kind: Kind::Data,
+            },
+        ]
+    };
+    let (warmup, iterations) = ctx.runs(1, 5);
+    let mut report = ScenarioReport::new(
+        NAME,
+        "Cold materialization: nixlet's fetcher vs `nix-store -r` (Nix 2.8)",
+        ctx.quick,
+        warmup,
+        iterations,
+    );
+    report.method = vec![
+        "Both fetch the same closure from the same signed binary cache, served on 127.0.0.1 by the bench's keep-alive file server, into the host's /nix/store; the closure is deleted with `nix-store --delete` and the page cache's dirty data is synced before every run.".into(),
+        "Nix: `nix-store -r ROOT --option substituters http://127.0.0.1:PORT --option trusted-public-keys KEY` with an empty narinfo disk cache. nixlet: `Fetcher::new` + `fetch_closure` (default options: 8 parallel downloads, signatures required), in the bench process.".into(),
+        "CPU time: nix-store's from the kernel's accounting of waited-for children, nixlet's from the bench process (which also serves the cache, with sendfile). CPU time close to cores × wall time means the fetch was bound by the CPU.".into(),
+        "Closures are generated (a binary tree of references; per path a third /dev/urandom bytes, a third hex text, a third numbers in 8 KiB files) and cached under target/nixlet-bench/closures/.".into(),
+    ];
+    let runtime = tokio::runtime::Runtime::new()?;
+    for spec in specs {
+        let closure = DataClosure::obtain(&ctx.work, *spec)?;
+        for compression in COMPRESSIONS {
+            let size = &closure.caches[*compression];
+            let label = format!(
+                "{} paths, {} MB NAR, {compression} ({} MB)",
+                closure.paths.len(),
+                megabytes(size.nar_bytes),
+                megabytes(size.file_bytes)
+            );
+            eprintln!("nixlet-bench: {NAME}: {label}");
+            let server = FileServer::start(&closure.cache_dir(compression))?;
+            let mut times = [Vec::new(), Vec::new()];
+            let mut cpu = [Vec::new(), Vec::new()];
+            for i in 0..warmup + iterations {
+                let order = if i % 2 == 0 {
+                    [Tool::Nix, Tool::Nixlet]
+                } else {
+                    [Tool::Nixlet, Tool::Nix]
+                };
+                for tool in order {
+                    let (elapsed, cpu_seconds) = fetch_once(&runtime, tool, &closure, &server)?;
+                    if i >= warmup {
+                        times[tool as usize].push(elapsed.as_secs_f64());
+                        cpu[tool as usize].push(cpu_seconds);
+                    }
+                }
+            }
+            let [nix, nixlet] = times;
+            report.ratios.push(Figure::ratio(
+                format!("nix-store -r / nixlet, {label}"),
+                &nix,
+                &nixlet,
+            ));
+            report
+                .figures
+                .push(Figure::new(format!("nix-store -r, {label}"), "s", nix));
+            report
+                .figures
+                .push(Figure::new(format!("nixlet fetcher, {label}"), "s", nixlet));
+            let [nix_cpu, nixlet_cpu] = cpu;
+            report.figures.push(Figure::new(
+                format!("nix-store -r CPU time, {label}"),
+                "s",
+                nix_cpu,
+            ));
+            report.figures.push(Figure::new(
+                format!("nixlet fetcher CPU time, {label}"),
+                "s",
+                nixlet_cpu,
+            ));
+        }
+        nix_cli::delete(&closure.paths)?;
+    }
+    report.findings = findings(&report);
+    Ok(report)
+}
+
+/// Empties the store of the closure, then times one tool fetching all of it; returns the wall
+/// time and the CPU time the tool used (nix-store's as a waited-for child; nixlet's as this
+/// process, which also counts the file server's small share).
+fn fetch_once(
+    runtime: &tokio::runtime::Runtime,
+    tool: Tool,
+    closure: &DataClosure,
+    server: &FileServer,
+) -> Result<(Duration, f64)> {
+    nix_cli::delete(&closure.paths)?;
+    // Writeback of what the previous run wrote must not land in this one's time.
+    nix_cli::run(&mut Command::new("sync"))?;
+    let cache_home = tempfile::tempdir()?;
+    let key = closure.public_key.clone();
+    let cpu_before = CpuTime::now();
+    let started = Instant::now();
+    match tool {
+        Tool::Nix => nix_cli::realise(&closure.root, &server.url(), &key, cache_home.path())?,
+        Tool::Nixlet => {
+            let substituter = SubstituterConfig {
+                url: server.url(),
+                trusted_keys: vec![key],
+                ..Default::default()
+            };
+            let fetcher = Fetcher::new(vec![substituter], FetchOptions::default())?;
+            let root = StorePath::parse(&closure.root)?;
+            runtime
+                .block_on(fetcher.fetch_closure(&[root]))
+                .context("nixlet fetch")?;
+        }
+    }
+    let elapsed = started.elapsed();
+    let (own, children) = CpuTime::now().since(&cpu_before);
+    let cpu = match tool {
+        Tool::Nix => children,
+        Tool::Nixlet => own,
+    };
+    let invalid = nix_cli::invalid(&closure.paths)?;
+    ensure!(
+        invalid.is_empty(),
+        "{tool:?} left {} paths invalid",
+        invalid.len()
+    );
+    Ok((elapsed, cpu))
+}
+
+/// Whole megabytes, or one decimal below 10 MB.
+fn megabytes(bytes: u64) -> String {
+    let mb = bytes as f64 / MB;
+    if mb < 10.0 {
+        format!("{mb:.1}")
+    } else {
+        format!("{mb:.0}")
+    }
+}
+
+pub fn findings(report: &ScenarioReport) -> Vec<String> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let median = |name: String| report.figure(&name).and_then(|f| f.median());
+    let mut out = Vec::new();
+    for ratio in &report.ratios {
+        let Some(speedup) = ratio.median() else {
+            continue;
+        };
+        let what = ratio.name.trim_start_matches("nix-store -r / nixlet, ");
+        let verdict = if speedup >= 4.0 {
+            "meets the ≥ 4× target"
+        } else if speedup >= 1.0 {
+            "faster than Nix but SHORT of the ≥ 4× target"
+        } else {
+            "nixlet is SLOWER than Nix here"
+        };
+        let mut line = format!("{what}: nixlet is {speedup:.2}× as fast as Nix 2.8 ({verdict}).");
+        if let (Some(nix), Some(nixlet), Some(nix_cpu), Some(nixlet_cpu)) = (
+            median(format!("nix-store -r, {what}")),
+            median(format!("nixlet fetcher, {what}")),
+            median(format!("nix-store -r CPU time, {what}")),
+            median(format!("nixlet fetcher CPU time, {what}")),
+        ) {
+            let busy = nixlet_cpu / nixlet;
+            line.push_str(&format!(
+                " CPU busy: nixlet {busy:.1} of {cores} cores ({nixlet_cpu:.1} CPU-s), Nix {:.1} ({nix_cpu:.1} CPU-s).",
+                nix_cpu / nix
+            ));
+            if speedup < 4.0 {
+                line.push_str(if busy >= 0.8 * cores as f64 {
+                    " nixlet keeps the cores busy, so on this machine it is CPU-bound: only less CPU per byte (decompression, hashing, unpacking) would close the gap, not more parallelism."
+                } else {
+                    " nixlet leaves cores idle, so its time goes to waiting (disk writes, the Nix database, dependency order), not to computing."
+                });
+            }
+        }
+        out.push(line);
+    }
+    out
+}
