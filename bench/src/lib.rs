@@ -25,6 +25,7 @@ pub mod scenarios;
 pub mod shim_binary;
 pub mod shim_log;
 pub mod stats;
+pub mod summary;
 pub mod variant_images;
 pub mod workdir;
 

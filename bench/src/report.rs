@@ -74,6 +74,7 @@ impl Results {
             m.store_filesystem,
             self.shim
         );
+        out.push_str(&crate::summary::markdown(self));
         for scenario in Scenario::ALL {
             if let Some(report) = self.scenarios.get(scenario.name()) {
                 scenario_markdown(&mut out, report);
@@ -149,7 +150,7 @@ fn row(figure: &Figure, sep: &str) -> String {
 }
 
 /// Three significant digits or so, never scientific notation.
-fn number(value: f64) -> String {
+pub(crate) fn number(value: f64) -> String {
     let magnitude = value.abs();
     if magnitude >= 100.0 {
         format!("{value:.0}")

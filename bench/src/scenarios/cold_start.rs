@@ -1,8 +1,8 @@
-//! Scenario 2: Cold pod start: a pod whose environment's closure is nowhere on the node (nixlet's Create
-//! fetches it from a loopback binary cache) vs the same program as an OCI image pulled from a
-//! loopback registry (Debian's docker-registry) by CRI PullImage and run with the runc handler.
-//! Measured from RunPodSandbox to the first output line; the store is emptied of the closure
-//! and the image removed before every run; runs alternate.
+//! Scenario 2: Cold pod start: a pod whose environment's closure is nowhere on the node (nixlet's
+//! Create fetches it from a loopback binary cache) vs the same program as an OCI image pulled from
+//! a loopback registry (Debian's docker-registry) by CRI PullImage and run with the runc handler.
+//! Measured from RunPodSandbox to the first output line; the store is emptied of the closure and
+//! the image removed before every run; runs alternate.
 
 use std::process::Command;
 

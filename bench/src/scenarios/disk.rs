@@ -154,7 +154,8 @@ fn measure(
     Ok(())
 }
 
-/// The environment view nixlet built for `bench/<name>`: `/nix/store/<hash>-nixlet-env-bench-<name>`.
+/// The environment view nixlet built for `bench/<name>`:
+/// `/nix/store/<hash>-nixlet-env-bench-<name>`.
 fn view_of(name: &str) -> Result<String> {
     let suffix = format!("-nixlet-env-bench-{name}");
     std::fs::read_dir("/nix/store")?

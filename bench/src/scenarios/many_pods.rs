@@ -1,7 +1,7 @@
-//! Scenario 6: Many pods at once on a cold node: N pods of one environment started together while its
-//! closure is missing. Every shim fetches the same closure; Nix's per-path locks must make each
-//! NAR download once. Reports bytes served vs the closure's compressed size, the most times one
-//! NAR was served, and the time until every pod printed its first line.
+//! Scenario 6: Many pods at once on a cold node: N pods of one environment started together while
+//! its closure is missing. Every shim fetches the same closure; Nix's per-path locks must make each
+//! NAR download once. Reports bytes served vs the closure's compressed size, the most times one NAR
+//! was served, and the time until every pod printed its first line.
 
 use std::sync::Barrier;
 use std::time::Instant;

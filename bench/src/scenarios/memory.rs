@@ -1,7 +1,7 @@
-//! Scenario 5: Memory: PSS of the shim processes per pod with the nixlet handler (the nixlet shim plus
-//! the runc shim it delegates to) vs the runc handler (the runc shim alone), with 1 and with N
-//! pods running. PSS divides shared pages among the processes sharing them, so it shows what
-//! each added pod really costs.
+//! Scenario 5: Memory: PSS of the shim processes per pod with the nixlet handler (the nixlet shim
+//! plus the runc shim it delegates to) vs the runc handler (the runc shim alone), with 1 and with N
+//! pods running. PSS divides shared pages among the processes sharing them, so it shows what each
+//! added pod really costs.
 
 use std::thread::sleep;
 use std::time::Duration;

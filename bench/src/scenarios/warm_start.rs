@@ -1,6 +1,6 @@
-//! Scenario 3: Warm pod start: a pod whose closure is already on the node, through the nixlet handler,
-//! vs the plain runc handler running the same busybox from an image that holds it. Measured
-//! from RunPodSandbox to the program's first output line in the CRI log; runs alternate.
+//! Scenario 3: Warm pod start: a pod whose closure is already on the node, through the nixlet
+//! handler, vs the plain runc handler running the same busybox from an image that holds it.
+//! Measured from RunPodSandbox to the program's first output line in the CRI log; runs alternate.
 
 use anyhow::Result;
 use nixlet_e2e::containerd_config::{NIXLET_HANDLER, RUNC_HANDLER};
