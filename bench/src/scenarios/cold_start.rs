@@ -191,6 +191,19 @@ pub fn findings(report: &ScenarioReport) -> Vec<String> {
     let mut out = vec![format!(
         "Median to first line: nixlet fetching the closure {nixlet:.0} ms vs pulling the image {runc:.0} ms: {verdict}."
     )];
+    let spread = |name: &str| report.figure(name).and_then(|f| f.summary);
+    if let (Some(n), Some(r)) = (
+        spread("nixlet + fetch: to first line"),
+        spread("runc + image pull: to first line"),
+    ) {
+        // On par: each side's fastest run beats the other side's median.
+        if n.min < r.median && r.min < n.median {
+            out.push(format!(
+                "Runs vary more than the medians differ (nixlet {:.0}–{:.0} ms, image {:.0}–{:.0} ms): on this machine the two are on par, and the sign of the difference can change from one run of the bench to the next.",
+                n.min, n.max, r.min, r.max
+            ));
+        }
+    }
     if let (Some(pull), Some(own), Some(fetched), Some(image)) = (
         median("runc + image pull: PullImage"),
         median("nixlet: shim's own Create work, fetch included (from its log)"),
