@@ -3,6 +3,7 @@
 //! A store path counts as present only when the Nix database registers it as valid *and* it
 //! exists on disk: a directory at the final name that nobody registered may be half-written.
 
+mod db_queries;
 mod error;
 mod local_store;
 mod nix_db;

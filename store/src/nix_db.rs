@@ -10,6 +10,7 @@ use std::time::Duration;
 use nixlet_manifest::StorePath;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
+use crate::db_queries;
 use crate::path_info::{parse_nar_hash, PathInfo};
 use crate::StoreError;
 
@@ -49,37 +50,16 @@ impl NixDb {
 
     /// Whether Nix registered `path` as valid.
     pub fn is_valid(&self, path: &StorePath) -> Result<bool, StoreError> {
-        self.conn
-            .query_row(
-                "SELECT 1 FROM ValidPaths WHERE path = ?1",
-                [path.to_string()],
-                |_| Ok(()),
-            )
-            .optional()
-            .map(|row| row.is_some())
-            .map_err(|source| self.db_error(source))
+        db_queries::is_registered(&self.conn, path).map_err(|source| self.db_error(source))
     }
 
     /// The paths `path` references directly, as registered.
     pub fn references(&self, path: &StorePath) -> Result<Vec<StorePath>, StoreError> {
-        let mut statement = self
-            .conn
-            .prepare_cached(
-                "SELECT target.path FROM Refs \
-                 JOIN ValidPaths AS source ON Refs.referrer = source.id \
-                 JOIN ValidPaths AS target ON Refs.reference = target.id \
-                 WHERE source.path = ?1",
-            )
-            .map_err(|source| self.db_error(source))?;
-        let rows = statement
-            .query_map([path.to_string()], |row| row.get::<_, String>(0))
-            .map_err(|source| self.db_error(source))?;
-        let mut references = Vec::new();
-        for row in rows {
-            let value = row.map_err(|source| self.db_error(source))?;
-            references.push(self.parse_path(value)?);
-        }
-        Ok(references)
+        db_queries::references(&self.conn, path)
+            .map_err(|source| self.db_error(source))?
+            .into_iter()
+            .map(|value| self.parse_path(value))
+            .collect()
     }
 
     /// How many paths Nix has registered (`nixlet doctor` reads it to show the database works).

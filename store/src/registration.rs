@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use nixlet_manifest::StorePath;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
+use crate::db_queries;
 use crate::fetch_error::LocalError;
 
 /// The only schema nixlet writes: Nix 2.0 through 2.x.
@@ -105,40 +106,21 @@ impl NixDbWriter {
     }
 
     pub fn is_registered(&self, path: &StorePath) -> Result<bool, LocalError> {
-        self.conn
-            .query_row(
-                "SELECT 1 FROM ValidPaths WHERE path = ?1",
-                [path.to_string()],
-                |_| Ok(()),
-            )
-            .optional()
-            .map(|row| row.is_some())
-            .map_err(|e| self.error(e))
+        db_queries::is_registered(&self.conn, path).map_err(|e| self.error(e))
     }
 
     /// The registered references of `path` (including itself if it refers to itself).
     pub fn references(&self, path: &StorePath) -> Result<Vec<StorePath>, LocalError> {
-        let mut statement = self
-            .conn
-            .prepare_cached(
-                "SELECT target.path FROM Refs \
-                 JOIN ValidPaths AS source ON Refs.referrer = source.id \
-                 JOIN ValidPaths AS target ON Refs.reference = target.id \
-                 WHERE source.path = ?1",
-            )
-            .map_err(|e| self.error(e))?;
-        let rows = statement
-            .query_map([path.to_string()], |row| row.get::<_, String>(0))
-            .map_err(|e| self.error(e))?;
-        let mut references = Vec::new();
-        for row in rows {
-            let value = row.map_err(|e| self.error(e))?;
-            references.push(StorePath::parse(&value).map_err(|e| LocalError::Database {
-                path: self.path.clone(),
-                message: e.to_string(),
-            })?);
-        }
-        Ok(references)
+        db_queries::references(&self.conn, path)
+            .map_err(|e| self.error(e))?
+            .into_iter()
+            .map(|value| {
+                StorePath::parse(&value).map_err(|e| LocalError::Database {
+                    path: self.path.clone(),
+                    message: e.to_string(),
+                })
+            })
+            .collect()
     }
 
     /// Registers one path whose references (other than itself) are registered already.
