@@ -29,6 +29,7 @@ struct Counters {
 
 pub struct FileServer {
     addr: SocketAddr,
+    root: PathBuf,
     counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
 }
@@ -40,6 +41,7 @@ impl FileServer {
         let addr = listener.local_addr()?;
         let counters = Arc::new(Counters::default());
         let stop = Arc::new(AtomicBool::new(false));
+        let served = root.to_path_buf();
         let (root, thread_counters, thread_stop) =
             (root.to_path_buf(), Arc::clone(&counters), Arc::clone(&stop));
         thread::Builder::new()
@@ -58,9 +60,15 @@ impl FileServer {
             })?;
         Ok(Self {
             addr,
+            root: served,
             counters,
             stop,
         })
+    }
+
+    /// The directory it serves.
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     pub fn url(&self) -> String {

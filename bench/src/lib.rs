@@ -22,6 +22,7 @@ pub mod report;
 pub mod results;
 pub mod run;
 pub mod scenarios;
+pub mod settle;
 pub mod shim_binary;
 pub mod shim_log;
 pub mod stats;

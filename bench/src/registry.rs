@@ -21,6 +21,11 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// Where the registry keeps its blobs.
+    pub fn storage(&self) -> &std::path::Path {
+        self._storage.path()
+    }
+
     pub fn start() -> Result<Self> {
         let storage = tempfile::tempdir()?;
         // A free port: bound and released; nothing else on this machine races for it.

@@ -2,7 +2,6 @@
 //! same closure from the same loopback binary cache into the same store, the closure deleted before
 //! every run. Runs alternate which tool goes first, so neither always meets a warmer machine.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _, Result};
@@ -15,6 +14,7 @@ use crate::data_closure::{DataClosure, DataSpec, Kind, COMPRESSIONS};
 use crate::file_server::FileServer;
 use crate::nix_cli;
 use crate::results::{Figure, ScenarioReport};
+use crate::settle::settle_after_delete;
 
 const NAME: &str = "cold-fetch";
 const MB: f64 = 1_000_000.0;
@@ -55,7 +55,7 @@ pub fn run(ctx: &Context) -> Result<ScenarioReport> {
         iterations,
     );
     report.method = vec![
-        "Both fetch the same closure from the same signed binary cache, served on 127.0.0.1 by the bench's keep-alive file server, into the host's /nix/store; the closure is deleted with `nix-store --delete` and the page cache's dirty data is synced before every run.".into(),
+        "Both fetch the same closure from the same signed binary cache, served on 127.0.0.1 by the bench's keep-alive file server, into the host's /nix/store; the closure is deleted with `nix-store --delete` before every run, then dirty data is synced, the kernel's caches are dropped and the cache's files read back: on this machine's journal-less ext4, creating inodes right after deleting tens of thousands is quadratic (ext4 skips recently deleted inodes one lookup at a time), which had been 60% of both tools' CPU time and is not what a node fetching a new closure sees.".into(),
         "Nix: `nix-store -r ROOT --option substituters http://127.0.0.1:PORT --option trusted-public-keys KEY` with an empty narinfo disk cache. nixlet: `Fetcher::new` + `fetch_closure` (default options: 8 parallel downloads, signatures required), in the bench process.".into(),
         "CPU time: nix-store's from the kernel's accounting of waited-for children, nixlet's from the bench process (which also serves the cache, with sendfile). CPU time close to cores × wall time means the fetch was bound by the CPU.".into(),
         "Closures are generated (a binary tree of references; per path a third /dev/urandom bytes, a third hex text, a third numbers in 8 KiB files) and cached under target/nixlet-bench/closures/.".into(),
@@ -129,8 +129,9 @@ fn fetch_once(
     server: &FileServer,
 ) -> Result<(Duration, f64)> {
     nix_cli::delete(&closure.paths)?;
-    // Writeback of what the previous run wrote must not land in this one's time.
-    nix_cli::run(&mut Command::new("sync"))?;
+    // Writeback of what the previous run wrote must not land in this one's time, nor the
+    // deletion of its inodes (see `settle`).
+    settle_after_delete(&[server.root()])?;
     let cache_home = tempfile::tempdir()?;
     let key = closure.public_key.clone();
     let cpu_before = CpuTime::now();

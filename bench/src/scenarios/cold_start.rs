@@ -4,8 +4,6 @@
 //! Measured from RunPodSandbox to the first output line; the store is emptied of the closure and
 //! the image removed before every run; runs alternate.
 
-use std::process::Command;
-
 use anyhow::Result;
 use nixlet_e2e::containerd_config::{NIXLET_HANDLER, RUNC_HANDLER};
 use nixlet_e2e::images::EMPTY_IMAGE;
@@ -22,6 +20,7 @@ use crate::nix_cli;
 use crate::pod_start::{millis, start_pod, start_pod_pulling, Started};
 use crate::registry::Registry;
 use crate::results::{Figure, ScenarioReport};
+use crate::settle::settle_after_delete;
 use crate::shim_log;
 
 const NAME: &str = "cold-start";
@@ -60,7 +59,7 @@ pub fn run(ctx: &Context) -> Result<ScenarioReport> {
     let size = &closure.caches[COMPRESSION];
     report.method = vec![
         format!("The program: busybox in the root of a closure of {} paths, {:.0} MB of NAR ({:.0} MB as {COMPRESSION} in the binary cache), generated like cold-fetch's.", closure.paths.len(), size.nar_bytes as f64 / MB, size.file_bytes as f64 / MB),
-        "nixlet: the node config names the loopback binary cache (bench file server) as substituter; the closure and the environment view are deleted from /nix/store before each run; the pod uses the empty image, so all the time is nixlet's (fetch, verify, unpack, register, view, mounts).".into(),
+        "nixlet: the node config names the loopback binary cache (bench file server) as substituter; the closure and the environment view are deleted from /nix/store before each run, then the kernel's caches are dropped and the cache's and registry's files read back (see cold-fetch); the pod uses the empty image, so all the time is nixlet's (fetch, verify, unpack, register, view, mounts).".into(),
         "runc: the same files as an OCI image built with umoci (a busybox base layer and one layer with the closure's store paths, gzip), pushed to `docker-registry` on 127.0.0.1; the image is removed with CRI RemoveImage before each run and pulled with CRI PullImage between RunPodSandbox and CreateContainer, as the kubelet does.".into(),
     ];
     nix_cli::delete(&closure.paths)?;
@@ -88,6 +87,8 @@ fn measure(
     node.publish("bench/cold", 1, &manifest(&[("app", &closure.root)], &[]))?;
     let images = ImageService::connect(node.containerd_address())?;
     let cri = node.cri();
+    let cache_dir = closure.cache_dir(COMPRESSION);
+    let warm = [cache_dir.as_path(), registry.storage()];
     let mut runs: [Vec<Started>; 2] = [Vec::new(), Vec::new()];
     let mut fetched = Vec::new();
     for i in 0..warmup + iterations {
@@ -98,7 +99,7 @@ fn measure(
         } {
             let started = if nixlet {
                 nix_cli::delete(&closure.paths)?;
-                nix_cli::run(&mut Command::new("sync"))?;
+                settle_after_delete(&warm)?;
                 server.reset();
                 let pod = node
                     .pod("cold-nixlet", NIXLET_HANDLER)
@@ -110,7 +111,7 @@ fn measure(
                 started
             } else {
                 images.remove(&reference)?;
-                nix_cli::run(&mut Command::new("sync"))?;
+                settle_after_delete(&warm)?;
                 let pod = node.pod("cold-runc", RUNC_HANDLER);
                 start_pod_pulling(cri, &pod, &reference, || images.pull(&reference).map(drop))?
             };
