@@ -19,7 +19,6 @@ pub mod install;
 pub mod nar_download;
 pub mod nar_unpack;
 pub mod narinfo;
-pub mod netrc;
 pub mod nix32;
 pub mod path_lock;
 pub mod registration;

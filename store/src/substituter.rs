@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use nixlet_manifest::StorePath;
+use nixlet_manifest::{Netrc, StorePath};
 use reqwest::Url;
 use serde::Deserialize;
 use tokio::sync::OnceCell;
@@ -12,7 +12,6 @@ use crate::cache_info::CacheInfo;
 use crate::fetch_error::{FetchCause, FetchError};
 use crate::http_client::{is_absent, with_retries, Auth, HttpClient};
 use crate::narinfo::NarInfo;
-use crate::netrc;
 use crate::signature::TrustedKey;
 
 /// One substituter in the node config.
@@ -107,16 +106,18 @@ impl Substituter {
         } else if let Some(file) = &config.netrc_file {
             let text = std::fs::read_to_string(file)
                 .map_err(|e| invalid(format!("netrc file {}: {e}", file.display())))?;
+            let netrc = Netrc::parse(&text)
+                .map_err(|e| invalid(format!("netrc file {}: {e}", file.display())))?;
             let host = base.host_str().unwrap_or_default();
-            let credentials = netrc::lookup(&text, host).ok_or_else(|| {
+            let entry = netrc.for_host(host).ok_or_else(|| {
                 invalid(format!(
                     "netrc file {} has no entry for {host}",
                     file.display()
                 ))
             })?;
             Some(Auth::Basic {
-                login: credentials.login,
-                password: credentials.password,
+                login: entry.login.clone().unwrap_or_default(),
+                password: entry.password.clone().unwrap_or_default(),
             })
         } else {
             None
