@@ -223,6 +223,17 @@ impl TestNode {
         node_config::write_node_config_with(&self.nixlet_config, root, extra)
     }
 
+    /// Rewrites the node config as the harness writes it, with `binary_name` as the OCI
+    /// runtime (`[runtime] binary_name`); the shim reads it again at the next Create.
+    pub fn set_oci_runtime(&self, binary_name: &str) -> Result<()> {
+        let root = self
+            .environments
+            .as_ref()
+            .context("node is torn down")?
+            .root();
+        node_config::write_node_config_for_runtime(&self.nixlet_config, root, binary_name, "")
+    }
+
     /// A directory of the test's own below the node's scratch dir (removed with the node).
     pub fn scratch_subdir(&self, name: &str) -> Result<PathBuf> {
         self.scratch
