@@ -10,6 +10,7 @@ packages=(
   bash-static               # the end-to-end fixtures' bash, for environments with activation hooks
   protobuf-compiler         # protoc, for the CRI client used by the end-to-end tests
   docker-registry           # loopback OCI registry the benchmarks pull images from (nixlet-bench)
+  libseccomp-dev pkg-config # youki's seccomp support links libseccomp (built below)
   curl ca-certificates jq iproute2 util-linux psmisc
 )
 
@@ -34,3 +35,15 @@ fi
 grep -q '^experimental-features' /etc/nix/nix.conf 2>/dev/null ||
   echo 'experimental-features = nix-command' >> /etc/nix/nix.conf
 grep -q '^sandbox' /etc/nix/nix.conf 2>/dev/null || echo 'sandbox = false' >> /etc/nix/nix.conf
+
+# youki, the third OCI runtime nixlet is tested with (tests/tests/oci_runtimes.rs), is not in
+# Debian 12: built from crates.io into ~/.cargo/bin, where the tests look for it. Without the
+# cgroup features the binary cannot run any container; these VMs have cgroup v1 with a hybrid
+# cgroup v2 mount, hence v1 and v2. About 6 minutes on 2 cores, so skipped when that version is
+# already there.
+youki_version=0.7.0
+cargo_bin="${CARGO_HOME:-$HOME/.cargo}/bin"
+if ! "$cargo_bin/youki" --version 2>/dev/null | grep -q "^youki version $youki_version\b"; then
+  PATH="$cargo_bin:$PATH" cargo install youki --version "$youki_version" --locked \
+    --features v1,v2,systemd,seccomp
+fi
