@@ -43,7 +43,7 @@ grep -q '^sandbox' /etc/nix/nix.conf 2>/dev/null || echo 'sandbox = false' >> /e
 # already there.
 youki_version=0.7.0
 cargo_bin="${CARGO_HOME:-$HOME/.cargo}/bin"
-if ! "$cargo_bin/youki" --version 2>/dev/null | grep -q "^youki version $youki_version\b"; then
+if ! "$cargo_bin/youki" --version 2>/dev/null | grep -qx "youki version: $youki_version"; then
   PATH="$cargo_bin:$PATH" cargo install youki --version "$youki_version" --locked \
     --features v1,v2,systemd,seccomp
 fi
