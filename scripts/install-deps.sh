@@ -1,7 +1,16 @@
 #!/usr/bin/env bash
-# Installs every system package nixlet's build, tests and example need on Debian 12.
+# Installs every system package nixlet's build, tests and example need on Debian 12, and youki.
 # Idempotent: safe to run on every CI run and on a developer machine.
+# --without-youki: skip youki (a 6-minute build) when only runc is needed, as in the quick start.
 set -euo pipefail
+
+with_youki=1
+for arg in "$@"; do
+  case "$arg" in
+    --without-youki) with_youki=0 ;;
+    *) echo "install-deps.sh: unknown argument $arg" >&2; exit 2 ;;
+  esac
+done
 
 packages=(
   containerd runc crun      # the container stack nixlet plugs into (containerd 1.6, runc 1.1)
@@ -10,6 +19,7 @@ packages=(
   bash-static               # the end-to-end fixtures' bash, for environments with activation hooks
   protobuf-compiler         # protoc, for the CRI client used by the end-to-end tests
   docker-registry           # loopback OCI registry the benchmarks pull images from (nixlet-bench)
+  libseccomp-dev pkg-config # youki's seccomp support links libseccomp (built below)
   curl ca-certificates jq iproute2 util-linux psmisc
 )
 
@@ -34,3 +44,16 @@ fi
 grep -q '^experimental-features' /etc/nix/nix.conf 2>/dev/null ||
   echo 'experimental-features = nix-command' >> /etc/nix/nix.conf
 grep -q '^sandbox' /etc/nix/nix.conf 2>/dev/null || echo 'sandbox = false' >> /etc/nix/nix.conf
+
+# youki, the third OCI runtime nixlet is tested with (tests/tests/oci_runtimes.rs), is not in
+# Debian 12: built from crates.io into ~/.cargo/bin, where the tests look for it. Without a
+# cgroup feature the binary cannot run any container: these VMs are hybrid (`youki info`: cgroup
+# setup hybrid), which youki drives through its v1 manager; v2 is for pure cgroup v2 nodes,
+# systemd for the systemd cgroup driver, seccomp for pods' seccomp profiles. About 6 minutes on
+# 2 cores, so skipped when that version is already there.
+youki_version=0.7.0
+cargo_bin="${CARGO_HOME:-$HOME/.cargo}/bin"
+if [ "$with_youki" = 1 ] && ! "$cargo_bin/youki" --version 2>/dev/null | grep -qx "youki version: $youki_version"; then
+  PATH="$cargo_bin:$PATH" cargo install youki --version "$youki_version" --locked \
+    --features v1,v2,systemd,seccomp
+fi

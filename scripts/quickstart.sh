@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/install-deps.sh
+# The example runs on runc; youki (a 6-minute build) is only for the tests.
+bash scripts/install-deps.sh --without-youki
 export PATH="$HOME/.cargo/bin:$PATH"
 
 echo "==> building nixlet"

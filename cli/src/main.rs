@@ -7,6 +7,8 @@ mod fetch_progress_bar;
 mod gc_command;
 mod node_command;
 mod node_label;
+#[cfg(test)]
+mod node_label_http_test;
 mod node_run;
 mod sbom_command;
 mod stale_roots;

@@ -37,20 +37,25 @@ impl Containerd {
     /// may still be loading: callers wait for a CRI answer too).
     pub fn start(spec: LaunchSpec, sandbox_image: &str) -> Result<Self> {
         let paths = &spec.paths;
-        for dir in [
-            &paths.root,
-            &paths.state,
-            &paths.cni_bin,
-            &paths.cni_conf,
-            &paths.opt,
-        ] {
-            fs::create_dir_all(dir)?;
-        }
+        create_dirs(paths)?;
         let snapshotter = snapshotter(&paths.dir);
         fs::write(
             &paths.config,
             containerd_config::render(paths, sandbox_image, &snapshotter),
         )?;
+        let mut containerd = Self { spec, child: None };
+        containerd.spawn()?;
+        Ok(containerd)
+    }
+
+    /// Starts containerd with the config file a test wrote itself at `spec.paths.config` (e.g.
+    /// one `nixlet node install` edited), which must use `spec.paths` for root, state and
+    /// sockets; see [`containerd_config::render_without_nixlet`].
+    pub fn start_configured(spec: LaunchSpec) -> Result<Self> {
+        create_dirs(&spec.paths)?;
+        if !spec.paths.config.is_file() {
+            bail!("no containerd config at {}", spec.paths.config.display());
+        }
         let mut containerd = Self { spec, child: None };
         containerd.spawn()?;
         Ok(containerd)
@@ -155,6 +160,19 @@ impl Drop for Containerd {
     }
 }
 
+fn create_dirs(paths: &ContainerdPaths) -> Result<()> {
+    for dir in [
+        &paths.root,
+        &paths.state,
+        &paths.cni_bin,
+        &paths.cni_conf,
+        &paths.opt,
+    ] {
+        fs::create_dir_all(dir)?;
+    }
+    Ok(())
+}
+
 /// `<shim_dir>:<the usual PATH>`.
 fn shim_path(shim_dir: &Path) -> Result<std::ffi::OsString> {
     let usual = env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
@@ -164,7 +182,7 @@ fn shim_path(shim_dir: &Path) -> Result<std::ffi::OsString> {
 
 /// `overlayfs` when an overlay mount works in `dir` (it does not on every filesystem, e.g. on an
 /// overlay root), else `native`. `NIXLET_E2E_SNAPSHOTTER` overrides the choice.
-fn snapshotter(dir: &Path) -> String {
+pub fn snapshotter(dir: &Path) -> String {
     if let Ok(chosen) = env::var("NIXLET_E2E_SNAPSHOTTER") {
         return chosen;
     }

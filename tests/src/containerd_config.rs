@@ -54,6 +54,25 @@ impl ContainerdPaths {
 /// Renders the config. Plugins the tests never use are disabled to start faster and to avoid
 /// touching host paths; CNI points at empty directories because every pod uses the host network.
 pub fn render(paths: &ContainerdPaths, sandbox_image: &str, snapshotter: &str) -> String {
+    let mut config = render_without_nixlet(paths, sandbox_image, snapshotter);
+    config.push_str(&format!(
+        r#"    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{nixlet}]
+      runtime_type = "io.containerd.nixlet.v2"
+      pod_annotations = ["nixlet.dev/*", "flox.dev/*"]
+      container_annotations = ["nixlet.dev/*", "flox.dev/*"]
+"#,
+        nixlet = NIXLET_HANDLER,
+    ));
+    config
+}
+
+/// The config of [`render`] as a node has it before nixlet is installed: the runc handler only.
+/// What `nixlet node install` is tested on.
+pub fn render_without_nixlet(
+    paths: &ContainerdPaths,
+    sandbox_image: &str,
+    snapshotter: &str,
+) -> String {
     let p = |path: &Path| path.display().to_string();
     format!(
         r#"version = 2
@@ -95,10 +114,6 @@ disabled_plugins = [
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{runc}.options]
         Root = "{runc_root}"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{nixlet}]
-      runtime_type = "io.containerd.nixlet.v2"
-      pod_annotations = ["nixlet.dev/*", "flox.dev/*"]
-      container_annotations = ["nixlet.dev/*", "flox.dev/*"]
 "#,
         root = p(&paths.root),
         state = p(&paths.state),
@@ -109,6 +124,5 @@ disabled_plugins = [
         cni_conf = p(&paths.cni_conf),
         runc_root = p(&paths.runc_root),
         runc = RUNC_HANDLER,
-        nixlet = NIXLET_HANDLER,
     )
 }

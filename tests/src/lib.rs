@@ -27,6 +27,7 @@ pub mod mounts;
 pub mod nix_fixture;
 pub mod node;
 pub mod node_config;
+pub mod oci_runtime;
 pub mod prereq;
 pub mod procs;
 pub mod scratch;

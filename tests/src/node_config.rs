@@ -20,12 +20,23 @@ pub fn write_node_config(path: &Path, env_root: &Path) -> Result<()> {
 /// `[[substituters]]`, `[fetch]` …). The shim reads the file at every Create, so a test may
 /// rewrite it while the node runs.
 pub fn write_node_config_with(path: &Path, env_root: &Path, extra: &str) -> Result<()> {
+    write_node_config_for_runtime(path, env_root, "runc", extra)
+}
+
+/// Like [`write_node_config_with`], with `binary_name` (a name on containerd's PATH or an
+/// absolute path) as the OCI runtime the shim hands to the runc shim.
+pub fn write_node_config_for_runtime(
+    path: &Path,
+    env_root: &Path,
+    binary_name: &str,
+    extra: &str,
+) -> Result<()> {
     let mut text = format!(
         r#"system = "{system}"
 nix_db = "/nix/var/nix/db/db.sqlite"
 
 [runtime]
-binary_name = "runc"
+binary_name = "{binary_name}"
 
 [[sources]]
 kind = "dir"

@@ -52,7 +52,14 @@ pub fn missing() -> Vec<String> {
 /// Returns true when the test may run. Otherwise prints `skipping: <why>` and returns false, or
 /// panics when `CI=true`.
 pub fn ready(test: &str) -> bool {
-    let why = missing();
+    ready_with(test, Vec::new())
+}
+
+/// Like [`ready`], with `more` reasons of the test's own (a program only it needs, such as an
+/// alternative OCI runtime): the test runs only when neither the host nor `more` lacks anything.
+pub fn ready_with(test: &str, more: Vec<String>) -> bool {
+    let mut why = missing();
+    why.extend(more);
     if why.is_empty() {
         return true;
     }

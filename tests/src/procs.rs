@@ -55,6 +55,19 @@ pub fn with_arg(flag: &str, value: &str) -> Vec<i32> {
         .collect()
 }
 
+/// Pids whose argv contains `flag` immediately followed by a path at or below `dir`.
+pub fn with_arg_under(flag: &str, dir: &std::path::Path) -> Vec<i32> {
+    all_pids()
+        .into_iter()
+        .filter(|pid| {
+            cmdline(*pid).is_some_and(|argv| {
+                argv.windows(2)
+                    .any(|w| w[0] == flag && std::path::Path::new(&w[1]).starts_with(dir))
+            })
+        })
+        .collect()
+}
+
 /// Every pid currently listed in `/proc`.
 pub fn all_pids() -> Vec<i32> {
     let Ok(entries) = fs::read_dir("/proc") else {

@@ -74,16 +74,44 @@ pub fn shim_binary() -> Result<PathBuf> {
 }
 
 fn build() -> Result<PathBuf> {
-    eprintln!("nixlet-e2e: building {SHIM_PACKAGE}");
+    build_binary(SHIM_PACKAGE, SHIM_BINARY)
+}
+
+pub const CLI_BINARY: &str = "nixlet";
+const CLI_PACKAGE: &str = "nixlet-cli";
+
+/// Names a prebuilt `nixlet` CLI to test instead of building one.
+pub const CLI_OVERRIDE_ENV: &str = "NIXLET_E2E_CLI";
+
+/// Path of the `nixlet` operator CLI to test: `$NIXLET_E2E_CLI` if set, else freshly built (at
+/// most once per process). `nixlet node install` copies the shim from the CLI's own directory,
+/// so tests stage both into one directory of their own first.
+pub fn cli_binary() -> Result<PathBuf> {
+    if let Some(prebuilt) = env::var_os(CLI_OVERRIDE_ENV) {
+        let prebuilt = PathBuf::from(prebuilt);
+        if !prebuilt.is_file() {
+            bail!("{CLI_OVERRIDE_ENV}={} is not a file", prebuilt.display());
+        }
+        return Ok(prebuilt);
+    }
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| build_binary(CLI_PACKAGE, CLI_BINARY).map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow!(e))
+}
+
+fn build_binary(package: &str, bin: &str) -> Result<PathBuf> {
+    eprintln!("nixlet-e2e: building {package}");
     let status = Command::new(cargo())
-        .args(["build", "-p", SHIM_PACKAGE, "--bin", SHIM_BINARY])
+        .args(["build", "-p", package, "--bin", bin])
         .current_dir(workspace_root())
         .status()
         .context("running cargo build")?;
     if !status.success() {
-        bail!("cargo build -p {SHIM_PACKAGE} failed ({status})");
+        bail!("cargo build -p {package} failed ({status})");
     }
-    let binary = target_dir()?.join("debug").join(SHIM_BINARY);
+    let binary = target_dir()?.join("debug").join(bin);
     if !binary.is_file() {
         bail!("{} was not produced by the build", binary.display());
     }

@@ -28,6 +28,9 @@ fn clean(dir: &Path) {
     let config = paths.config.display().to_string();
     let address = paths.address.display().to_string();
     let mut pids = procs::with_arg("--config", &config);
+    // A test may start containerd with a config of its own elsewhere in the scratch dir (one
+    // that `nixlet node install` edited in a host root).
+    pids.extend(procs::with_arg_under("--config", dir));
     pids.extend(procs::shims_of(&address));
     let doomed = procs::with_descendants(&pids);
     procs::kill_all(doomed.iter().copied());

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::containerd::{Containerd, LaunchSpec};
-use crate::containerd_config::ContainerdPaths;
+use crate::containerd::{self, Containerd, LaunchSpec};
+use crate::containerd_config::{self, ContainerdPaths};
 use crate::cri::{Cri, PodSpec};
 use crate::images::{self, BUSYBOX_IMAGE};
 use crate::mounts::{self, MountEntry};
@@ -30,6 +30,23 @@ pub enum Shim {
     /// Not installed: the nixlet handler fails, runc works.
     Absent,
 }
+
+/// What a test that brings its own containerd config (see [`TestNode::run_test_with_containerd`])
+/// has to work with before containerd starts.
+pub struct Prelaunch<'a> {
+    /// The node's scratch directory (removed with the node).
+    pub scratch: &'a Path,
+    /// The root, state and sockets the node's containerd must use.
+    pub paths: &'a ContainerdPaths,
+    /// The node config the harness wrote (its `dir` source is where [`TestNode::publish`] puts
+    /// environments).
+    pub nixlet_config: &'a Path,
+    /// A containerd config for `paths` as a node has it before nixlet: the runc handler only.
+    pub config_without_nixlet: String,
+}
+
+/// Prepares a node's containerd config and says how to start containerd with it.
+type Launch<'a> = Box<dyn FnOnce(&Prelaunch<'_>) -> Result<LaunchSpec> + 'a>;
 
 pub struct TestNode {
     test: String,
@@ -72,10 +89,33 @@ impl TestNode {
         Self::run_with(test, Shim::Absent, body);
     }
 
+    /// Like [`Self::run_test`], but `launch` writes containerd's config and returns how to start
+    /// containerd (config file, the directory put first on its PATH, `NIXLET_CONFIG`), e.g. a
+    /// config and shim that `nixlet node install` put into a host root. The harness does not
+    /// install its own shim on such a node.
+    pub fn run_test_with_containerd(
+        test: &str,
+        launch: impl FnOnce(&Prelaunch<'_>) -> Result<LaunchSpec>,
+        body: impl FnOnce(&mut TestNode) -> Result<()>,
+    ) {
+        if !prereq::ready(test) {
+            return;
+        }
+        let node = match Self::start_launched(test, Shim::Absent, Some(Box::new(launch))) {
+            Ok(node) => node,
+            Err(e) => panic!("{test}: starting the test node failed: {e:#}"),
+        };
+        Self::run_body(test, node, body);
+    }
+
     fn run_with(test: &str, shim: Shim, body: impl FnOnce(&mut TestNode) -> Result<()>) {
-        let Some(mut node) = Self::start_or_skip(test, shim) else {
+        let Some(node) = Self::start_or_skip(test, shim) else {
             return;
         };
+        Self::run_body(test, node, body);
+    }
+
+    fn run_body(test: &str, mut node: TestNode, body: impl FnOnce(&mut TestNode) -> Result<()>) {
         if let Err(e) = body(&mut node) {
             // The node's Drop prints containerd's log tail while this panic unwinds.
             panic!("{test}: {e:#}");
@@ -86,6 +126,10 @@ impl TestNode {
     }
 
     pub fn start(test: &str, shim: Shim) -> Result<Self> {
+        Self::start_launched(test, shim, None)
+    }
+
+    fn start_launched(test: &str, shim: Shim, launch: Option<Launch<'_>>) -> Result<Self> {
         sweep::sweep_abandoned_nodes();
         let scratch = Scratch::new()?;
         let suffix = scratch
@@ -107,14 +151,14 @@ impl TestNode {
             scratch: Some(scratch),
         };
         // On error `node` is dropped here, which tears down whatever was already started.
-        if let Err(e) = node.boot(shim) {
+        if let Err(e) = node.boot(shim, launch) {
             let tail = node.containerd_log_tail(40);
             bail!("{e:#}\n---- containerd log tail ----\n{tail}");
         }
         Ok(node)
     }
 
-    fn boot(&mut self, shim: Shim) -> Result<()> {
+    fn boot(&mut self, shim: Shim, launch: Option<Launch<'_>>) -> Result<()> {
         let scratch = self.scratch.as_ref().expect("scratch exists until cleanup");
         let shim_dir = scratch.subdir("bin")?;
         if shim == Shim::Built {
@@ -130,12 +174,32 @@ impl TestNode {
         self.fixtures = Some(FixtureDir::prepare(&scratch.subdir("nix")?)?);
         let images_dir = scratch.subdir("images")?;
 
-        let spec = LaunchSpec {
-            paths: self.containerd_paths.clone(),
-            shim_dir,
-            nixlet_config,
-        };
-        self.containerd = Some(Containerd::start(spec, BUSYBOX_IMAGE)?);
+        self.containerd = Some(match launch {
+            None => {
+                let spec = LaunchSpec {
+                    paths: self.containerd_paths.clone(),
+                    shim_dir,
+                    nixlet_config,
+                };
+                Containerd::start(spec, BUSYBOX_IMAGE)?
+            }
+            Some(launch) => {
+                let paths = &self.containerd_paths;
+                let spec = launch(&Prelaunch {
+                    scratch: scratch.path(),
+                    paths,
+                    nixlet_config: &nixlet_config,
+                    config_without_nixlet: containerd_config::render_without_nixlet(
+                        paths,
+                        BUSYBOX_IMAGE,
+                        &containerd::snapshotter(&paths.dir),
+                    ),
+                })?;
+                // Later rewrites (set_node_config_extra …) go to the file the shim reads.
+                self.nixlet_config = spec.nixlet_config.clone();
+                Containerd::start_configured(spec)?
+            }
+        });
         self.connect_cri()?;
         images::build_and_import(&images_dir, &self.containerd_paths.address)?;
         Ok(())
@@ -221,6 +285,17 @@ impl TestNode {
             .context("node is torn down")?
             .root();
         node_config::write_node_config_with(&self.nixlet_config, root, extra)
+    }
+
+    /// Rewrites the node config as the harness writes it, with `binary_name` as the OCI
+    /// runtime (`[runtime] binary_name`); the shim reads it again at the next Create.
+    pub fn set_oci_runtime(&self, binary_name: &str) -> Result<()> {
+        let root = self
+            .environments
+            .as_ref()
+            .context("node is torn down")?
+            .root();
+        node_config::write_node_config_for_runtime(&self.nixlet_config, root, binary_name, "")
     }
 
     /// A directory of the test's own below the node's scratch dir (removed with the node).

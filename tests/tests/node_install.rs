@@ -1,0 +1,239 @@
+//! `nixlet node install` end to end, as the DaemonSet runs it against the host mounted at
+//! `--host-root`: a temporary host root holding a node's containerd config (schema 2, as
+//! containerd 1.6 reads it) with only the runc handler; the real `nixlet` binary installs into
+//! it; a private containerd then starts from the edited config, finds the installed shim on its
+//! PATH (the host root's /usr/local/bin) and runs a nixlet pod through CRI with handler
+//! `nixlet`. `nixlet node uninstall` must then give the host root back exactly as it was.
+
+use std::cell::OnceCell;
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, ensure, Context, Result};
+use nixlet_e2e::containerd::LaunchSpec;
+use nixlet_e2e::containerd_config::NIXLET_HANDLER;
+use nixlet_e2e::cri::ContainerSpec;
+use nixlet_e2e::images::EMPTY_IMAGE;
+use nixlet_e2e::nix_fixture::expected_hello_output;
+use nixlet_e2e::node::{Prelaunch, TestNode};
+use nixlet_e2e::node_config::manifest;
+use nixlet_e2e::procs;
+use nixlet_e2e::shim_build::{self, CLI_BINARY, SHIM_BINARY};
+
+const ENVIRONMENT: &str = "nixlet.dev/environment";
+const TAG: &str = "node-install";
+
+/// Host paths, as `nixlet node install` writes them.
+const CONTAINERD_CONFIG: &str = "etc/containerd/config.toml";
+const BINARY_DIR: &str = "usr/local/bin";
+const NODE_CONFIG: &str = "etc/nixlet/config.toml";
+
+/// What the test learns while installing and checks after uninstalling.
+struct Installed {
+    host_root: PathBuf,
+    /// `nixlet` and the shim, staged as the DaemonSet's image carries them.
+    release_dir: PathBuf,
+    /// Every file below the host root before install, with its bytes.
+    before: BTreeMap<PathBuf, Vec<u8>>,
+    /// Touched by `--restart-command` instead of restarting a system containerd.
+    restart_marker: PathBuf,
+}
+
+#[test]
+fn installed_node_runs_a_nixlet_pod_and_uninstall_restores_it() {
+    let installed = OnceCell::new();
+    TestNode::run_test_with_containerd(
+        "installed_node_runs_a_nixlet_pod_and_uninstall_restores_it",
+        |pre| install(pre, &installed),
+        |node| {
+            let installed = installed.get().context("install did not run")?;
+            run_pod(node, installed)?;
+            uninstall(installed)
+        },
+    );
+}
+
+/// Builds the host root, installs into it twice (the second run must change nothing), and says
+/// how to start containerd as the host's systemd unit would after the restart.
+fn install(pre: &Prelaunch<'_>, installed: &OnceCell<Installed>) -> Result<LaunchSpec> {
+    let host_root = pre.scratch.join("host");
+    let config = host_root.join(CONTAINERD_CONFIG);
+    fs::create_dir_all(config.parent().expect("config has a parent"))?;
+    fs::write(&config, &pre.config_without_nixlet)?;
+    let before = snapshot(&host_root)?;
+
+    let release_dir = pre.scratch.join("release");
+    fs::create_dir_all(&release_dir)?;
+    for (name, built) in [
+        (CLI_BINARY, shim_build::cli_binary()?),
+        (SHIM_BINARY, shim_build::shim_binary()?),
+    ] {
+        fs::copy(&built, release_dir.join(name))
+            .with_context(|| format!("staging {}", built.display()))?;
+    }
+    let restart_marker = pre.scratch.join("containerd-restart-requested");
+    let installed = installed.get_or_init(|| Installed {
+        host_root: host_root.clone(),
+        release_dir,
+        before,
+        restart_marker,
+    });
+
+    let node_config = pre.nixlet_config.display().to_string();
+    let first = installed.node(&["install", "--node-config", &node_config])?;
+    eprintln!("first install:\n{first}");
+    ensure!(
+        installed.restart_marker.exists(),
+        "install changed containerd's config but did not restart containerd: {first}"
+    );
+    let edited = fs::read_to_string(&config)?;
+    ensure!(
+        edited.contains("runtimes.nixlet]") && edited.contains("io.containerd.nixlet.v2"),
+        "install did not add the nixlet runtime to {}:\n{edited}",
+        config.display()
+    );
+    ensure!(
+        fs::read(host_root.join(NODE_CONFIG))? == fs::read(pre.nixlet_config)?,
+        "the installed node config differs from --node-config"
+    );
+    for name in [CLI_BINARY, SHIM_BINARY] {
+        let path = host_root.join(BINARY_DIR).join(name);
+        let mode = fs::metadata(&path)
+            .with_context(|| format!("install did not create {}", path.display()))?
+            .permissions()
+            .mode();
+        ensure!(mode & 0o111 != 0, "{} is not executable", path.display());
+    }
+
+    fs::remove_file(&installed.restart_marker)?;
+    let second = installed.node(&["install", "--node-config", &node_config])?;
+    ensure!(
+        second.contains("nothing changed"),
+        "a second install changed something:\n{second}"
+    );
+    ensure!(
+        !installed.restart_marker.exists(),
+        "a second install restarted containerd though nothing changed"
+    );
+
+    let mut paths = pre.paths.clone();
+    paths.config = config;
+    Ok(LaunchSpec {
+        paths,
+        shim_dir: host_root.join(BINARY_DIR),
+        nixlet_config: host_root.join(NODE_CONFIG),
+    })
+}
+
+/// A nixlet pod on the installed node: the environment's program runs on the empty image, and
+/// the shim serving it is the one install copied into the host root.
+fn run_pod(node: &TestNode, installed: &Installed) -> Result<()> {
+    let fixture = node.fixture(TAG)?;
+    node.publish(
+        "acme/hello",
+        1,
+        &manifest(&[("hello", &fixture.hello)], &[]),
+    )?;
+    let cri = node.cri();
+    let pod = cri.run_pod(
+        &node
+            .pod("hello", NIXLET_HANDLER)
+            .annotation(ENVIRONMENT, "acme/hello"),
+    )?;
+    let hello = ContainerSpec::new("hello", EMPTY_IMAGE).command(&["hello"]);
+    let (code, out) = cri.run_to_exit(&pod, &hello)?;
+    ensure!(code == 0, "hello exited with {code}; stdout: {out}");
+    ensure!(out == expected_hello_output(TAG), "hello printed {out:?}");
+
+    let installed_shim = installed.host_root.join(BINARY_DIR).join(SHIM_BINARY);
+    let address = node.containerd_address().display().to_string();
+    let nixlet_shims: Vec<PathBuf> = procs::shims_of(&address)
+        .into_iter()
+        .filter_map(|pid| fs::read_link(format!("/proc/{pid}/exe")).ok())
+        .filter(|exe| exe.file_name().is_some_and(|n| n == SHIM_BINARY))
+        .collect();
+    ensure!(
+        !nixlet_shims.is_empty() && nixlet_shims.iter().all(|exe| *exe == installed_shim),
+        "the pod is not served by the installed shim {}: {nixlet_shims:?}",
+        installed_shim.display()
+    );
+    cri.stop_and_remove_pod(&pod.id)?;
+    Ok(())
+}
+
+/// Uninstalls and checks that the host root holds exactly what it held before install, byte
+/// for byte, and that containerd was asked to restart to drop the runtime again.
+fn uninstall(installed: &Installed) -> Result<()> {
+    let report = installed.node(&["uninstall"])?;
+    eprintln!("uninstall:\n{report}");
+    ensure!(
+        installed.restart_marker.exists(),
+        "uninstall reverted containerd's config but did not restart containerd: {report}"
+    );
+    let after = snapshot(&installed.host_root)?;
+    if after != installed.before {
+        let names = |files: &BTreeMap<PathBuf, Vec<u8>>| files.keys().cloned().collect::<Vec<_>>();
+        let changed: Vec<&PathBuf> = after
+            .iter()
+            .filter(|(path, bytes)| installed.before.get(*path) != Some(bytes))
+            .map(|(path, _)| path)
+            .collect();
+        bail!(
+            "uninstall left the host root different: before {:?}, after {:?}, differing {changed:?}",
+            names(&installed.before),
+            names(&after)
+        );
+    }
+    Ok(())
+}
+
+impl Installed {
+    /// Runs the staged `nixlet node SUBCOMMAND --host-root … ARGS`, restarting "containerd" by
+    /// touching the marker; returns its report (stdout). Outside a cluster: no API server is
+    /// asked to label anything.
+    fn node(&self, args: &[&str]) -> Result<String> {
+        let (subcommand, rest) = args.split_first().context("no subcommand")?;
+        let restart = format!("touch {}", self.restart_marker.display());
+        let out = Command::new(self.release_dir.join(CLI_BINARY))
+            .args(["node", subcommand, "--host-root"])
+            .arg(&self.host_root)
+            .args(["--restart-command", &restart])
+            .args(rest)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env_remove("NODE_NAME")
+            .output()
+            .context("running nixlet")?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() {
+            bail!(
+                "nixlet node {subcommand} failed ({}): {}{stdout}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(stdout)
+    }
+}
+
+/// Every file and directory below `root` (relative paths; directories with no bytes), so that
+/// created directories left behind count as a difference too.
+fn snapshot(root: &Path) -> Result<BTreeMap<PathBuf, Vec<u8>>> {
+    let mut files = BTreeMap::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
+            let path = entry?.path();
+            let relative = path.strip_prefix(root)?.to_path_buf();
+            if path.is_dir() && !path.is_symlink() {
+                files.insert(relative.join(""), Vec::new());
+                pending.push(path);
+            } else {
+                files.insert(relative, fs::read(&path)?);
+            }
+        }
+    }
+    Ok(files)
+}
