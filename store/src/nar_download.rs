@@ -85,6 +85,7 @@ pub fn decompressor(
         Compression::Xz => Box::new(xz2::read::XzDecoder::new_multi_decoder(compressed)),
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(compressed)?),
         Compression::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(compressed)),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(compressed)),
     })
 }
 
@@ -229,6 +230,11 @@ mod tests {
                 e.write_all(data).unwrap();
                 e.finish().unwrap()
             }
+            Compression::Gzip => {
+                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+                e.write_all(data).unwrap();
+                e.finish().unwrap()
+            }
         }
     }
 
@@ -241,6 +247,7 @@ mod tests {
             Compression::Xz,
             Compression::Zstd,
             Compression::Bzip2,
+            Compression::Gzip,
         ] {
             let (mut nar, slot) = reader(compress(compression, &data), compression, 100_000);
             let mut out = Vec::new();
@@ -279,7 +286,12 @@ mod tests {
 
     #[test]
     fn corrupt_or_truncated_compressed_data_is_a_decompression_error() {
-        for compression in [Compression::Xz, Compression::Zstd, Compression::Bzip2] {
+        for compression in [
+            Compression::Xz,
+            Compression::Zstd,
+            Compression::Bzip2,
+            Compression::Gzip,
+        ] {
             let whole = compress(compression, &[7; 50_000]);
             let truncated = whole[..whole.len() / 2].to_vec();
             let (mut nar, slot) = reader(truncated, compression, 50_000);

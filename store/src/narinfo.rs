@@ -16,6 +16,7 @@ pub enum Compression {
     Xz,
     Zstd,
     Bzip2,
+    Gzip,
 }
 
 impl fmt::Display for Compression {
@@ -25,6 +26,7 @@ impl fmt::Display for Compression {
             Compression::Xz => "xz",
             Compression::Zstd => "zstd",
             Compression::Bzip2 => "bzip2",
+            Compression::Gzip => "gzip",
         })
     }
 }
@@ -91,6 +93,7 @@ impl NarInfo {
             nix_narinfo::Compression::Xz => Compression::Xz,
             nix_narinfo::Compression::Zstd => Compression::Zstd,
             nix_narinfo::Compression::Bzip2 => Compression::Bzip2,
+            nix_narinfo::Compression::Gzip => Compression::Gzip,
             other => {
                 return Err(NarInfoError::UnsupportedCompression {
                     value: other.as_str().to_string(),

@@ -103,6 +103,14 @@ async fn fetches_a_zstd_closure_byte_identical() {
 }
 
 #[tokio::test]
+async fn fetches_a_gzip_closure_byte_identical() {
+    if !prereq::ready("fetches_a_gzip_closure_byte_identical") {
+        return;
+    }
+    round_trip("gzip", "gzip", |line| Some(line.to_string())).await;
+}
+
+#[tokio::test]
 async fn fetches_an_uncompressed_closure_byte_identical() {
     if !prereq::ready("fetches_an_uncompressed_closure_byte_identical") {
         return;

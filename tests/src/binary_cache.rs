@@ -172,7 +172,7 @@ impl BinaryCache {
     }
 
     /// Signs the closure with `key` in the host store and copies it here with `compression`
-    /// (`xz`, `zstd`, `bzip2`, `none`).
+    /// (`xz`, `zstd`, `bzip2`, `gzip`, `none`).
     pub fn add(&self, closure: &RemoteClosure, key: &SigningKey, compression: &str) -> Result<()> {
         let secret = key.secret_file.to_str().context("non-UTF-8 key path")?;
         nix_command(&[
