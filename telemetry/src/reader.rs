@@ -109,14 +109,13 @@ impl RecordReader {
                 }
             }
         }
-        let mut offset = cursor.offset + complete as u64;
+        let offset = cursor.offset + complete as u64;
         let tail = bytes.len() - complete;
         if writer_gone {
             if tail > 0 {
                 // The shim died (or the disk filled) mid-line; nothing will complete it.
                 tracing::warn!(file = %path.display(), bytes = tail, "skipping a torn telemetry line");
                 batch.skipped += 1;
-                offset += tail as u64;
             }
             std::fs::remove_file(path)?;
             self.cursors.remove(name);
