@@ -44,7 +44,10 @@ pub fn event_for(record: &CreateRecord, node: Option<&str>) -> Option<Value> {
         involved["fieldPath"] = json!(format!("spec.containers{{{container}}}"));
     }
     let at = rfc3339(record.at);
-    let message = record.message.clone().unwrap_or_else(|| "nixlet: create failed".into());
+    let message = record
+        .message
+        .clone()
+        .unwrap_or_else(|| "nixlet: create failed".into());
     Some(json!({
         "apiVersion": "v1",
         "kind": "Event",

@@ -56,8 +56,7 @@ pub fn serve(
                     ingest.metrics().set_store(size, free);
                     let header = tiny_http::Header::from_bytes("Content-Type", CONTENT_TYPE)
                         .expect("a valid header");
-                    tiny_http::Response::from_string(ingest.metrics().encode())
-                        .with_header(header)
+                    tiny_http::Response::from_string(ingest.metrics().encode()).with_header(header)
                 }
                 (tiny_http::Method::Get, "/healthz") => tiny_http::Response::from_string("ok\n"),
                 _ => tiny_http::Response::from_string("not found: try /metrics\n")

@@ -47,18 +47,15 @@ impl InCluster {
     /// required for https; a plain `http://` base URL (a test's stand-in for the API server)
     /// needs none.
     pub fn client(&self) -> Result<(reqwest::blocking::Client, String)> {
-        let token = std::fs::read_to_string(&self.token_file).with_context(|| {
-            format!(
-                "read service account token {}",
-                self.token_file.display()
-            )
-        })?;
+        let token = std::fs::read_to_string(&self.token_file)
+            .with_context(|| format!("read service account token {}", self.token_file.display()))?;
         let mut builder = reqwest::blocking::Client::builder().timeout(Duration::from_secs(30));
         if !self.base_url.starts_with("http://") {
             let ca = std::fs::read(&self.ca_file)
                 .with_context(|| format!("read cluster CA {}", self.ca_file.display()))?;
-            builder = builder
-                .add_root_certificate(reqwest::Certificate::from_pem(&ca).context("parse cluster CA")?);
+            builder = builder.add_root_certificate(
+                reqwest::Certificate::from_pem(&ca).context("parse cluster CA")?,
+            );
         }
         Ok((builder.build()?, token.trim().to_string()))
     }

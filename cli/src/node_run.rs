@@ -17,8 +17,8 @@ use crate::environment_sync::sync_environments;
 use crate::metrics_server::{self, StoreUsage};
 use crate::node_label::{self, InCluster};
 use crate::node_metrics::NodeMetrics;
-use crate::telemetry_ingest::TelemetryIngest;
 use crate::stale_roots::{sweep_stale_roots, DEFAULT_RUNC_ROOT, GRACE};
+use crate::telemetry_ingest::TelemetryIngest;
 
 static ROUNDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 

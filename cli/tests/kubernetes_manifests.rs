@@ -336,7 +336,12 @@ fn runtime_class_kustomization_is_complete_and_consistent() {
     let rules = role.rules.as_ref().unwrap();
     let granted: Vec<(Vec<String>, Vec<String>)> = rules
         .iter()
-        .map(|rule| (rule.resources.clone().unwrap_or_default(), rule.verbs.clone()))
+        .map(|rule| {
+            (
+                rule.resources.clone().unwrap_or_default(),
+                rule.verbs.clone(),
+            )
+        })
         .collect();
     let owned = |items: &[&str]| items.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     assert_eq!(
@@ -353,7 +358,13 @@ fn runtime_class_kustomization_is_complete_and_consistent() {
 
     // The scrape annotations name the port the node agent serves /metrics on.
     let template = &daemonset.spec.as_ref().unwrap().template;
-    let annotations = template.metadata.as_ref().unwrap().annotations.as_ref().unwrap();
+    let annotations = template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .annotations
+        .as_ref()
+        .unwrap();
     assert_eq!(annotations["prometheus.io/scrape"], "true");
     assert_eq!(annotations["prometheus.io/path"], "/metrics");
     let node = &pod.containers[0];

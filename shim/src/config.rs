@@ -568,12 +568,23 @@ mod tests {
             defaults.telemetry_dir(),
             PathBuf::from("/var/lib/nixlet/telemetry")
         );
-        let config = parse("[metrics]\nlisten = \"127.0.0.1:9999\"\n[log]\nlevel = \"debug\"\n").unwrap();
-        assert_eq!(config.metrics_listen, Some("127.0.0.1:9999".parse().unwrap()));
-        assert_eq!(config.log_level, "debug");
-        assert_eq!(parse("[metrics]\nenabled = false\n").unwrap().metrics_listen, None);
+        let config =
+            parse("[metrics]\nlisten = \"127.0.0.1:9999\"\n[log]\nlevel = \"debug\"\n").unwrap();
         assert_eq!(
-            parse("[metrics]\nlisten = \"9464\"\n").unwrap_err().to_string(),
+            config.metrics_listen,
+            Some("127.0.0.1:9999".parse().unwrap())
+        );
+        assert_eq!(config.log_level, "debug");
+        assert_eq!(
+            parse("[metrics]\nenabled = false\n")
+                .unwrap()
+                .metrics_listen,
+            None
+        );
+        assert_eq!(
+            parse("[metrics]\nlisten = \"9464\"\n")
+                .unwrap_err()
+                .to_string(),
             "node config /etc/nixlet/config.toml: metrics listen \"9464\" is not an address and \
              port like \"0.0.0.0:9464\""
         );

@@ -121,11 +121,15 @@ impl CreateReport {
             return;
         };
         let fetched = self.fetch.as_ref();
+        let result = match record.outcome {
+            Outcome::Rewritten => "rewritten",
+            Outcome::Failed => "failed",
+        };
         tracing::info!(
             container = %container,
             pod = %self.pod,
             environment = %self.environment.as_deref().or(self.reference.as_deref()).unwrap_or("-"),
-            outcome = if record.outcome == Outcome::Rewritten { "rewritten" } else { "failed" },
+            outcome = %result,
             phase = %record.phase.as_deref().unwrap_or("-"),
             duration_ms = record.duration_ms,
             paths_fetched = fetched.map_or(0, |f| f.paths_fetched),

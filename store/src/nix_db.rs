@@ -231,7 +231,11 @@ mod tests {
         .unwrap();
         drop(conn);
         let db = NixDb::open(db).unwrap();
-        assert_eq!(db.store_nar_bytes().unwrap(), 4242, "a NULL narSize adds nothing");
+        assert_eq!(
+            db.store_nar_bytes().unwrap(),
+            4242,
+            "a NULL narSize adds nothing"
+        );
         let info = db.path_info(&p(HELLO)).unwrap();
         assert_eq!(hex::encode(info.nar_hash), hex);
         assert_eq!(info.nar_size, 4242);

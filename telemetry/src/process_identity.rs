@@ -15,9 +15,8 @@ impl ProcessIdentity {
     pub fn current() -> std::io::Result<ProcessIdentity> {
         let pid = std::process::id();
         let stat = std::fs::read_to_string("/proc/self/stat")?;
-        let start_ticks = start_ticks(&stat).ok_or_else(|| {
-            std::io::Error::other(format!("unexpected /proc/self/stat {stat:?}"))
-        })?;
+        let start_ticks = start_ticks(&stat)
+            .ok_or_else(|| std::io::Error::other(format!("unexpected /proc/self/stat {stat:?}")))?;
         Ok(ProcessIdentity { pid, start_ticks })
     }
 
@@ -65,7 +64,12 @@ mod tests {
         };
         assert_eq!(me.file_name(), "shim-42-123456.jsonl");
         assert_eq!(ProcessIdentity::from_file_name(&me.file_name()), Some(me));
-        for other in ["shim-42.jsonl", "x-1-2.jsonl", "shim-a-2.jsonl", "shim-1-2.json"] {
+        for other in [
+            "shim-42.jsonl",
+            "x-1-2.jsonl",
+            "shim-a-2.jsonl",
+            "shim-1-2.json",
+        ] {
             assert_eq!(ProcessIdentity::from_file_name(other), None, "{other}");
         }
     }

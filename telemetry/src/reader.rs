@@ -93,7 +93,10 @@ impl RecordReader {
         file.seek(SeekFrom::Start(cursor.offset))?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
-        let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |at| at + 1);
+        let complete = bytes
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |at| at + 1);
         for line in bytes[..complete].split(|b| *b == b'\n') {
             if line.is_empty() {
                 continue;
@@ -183,7 +186,10 @@ mod tests {
         append_record(dir.path(), &record("c")).unwrap();
         let batch = reader.poll().unwrap();
         assert_eq!(containers(&batch), ["c"]);
-        assert!(batch.removed.is_empty() && file.exists(), "this process still runs");
+        assert!(
+            batch.removed.is_empty() && file.exists(),
+            "this process still runs"
+        );
     }
 
     #[test]
@@ -195,7 +201,11 @@ mod tests {
             .poll()
             .unwrap();
         assert_eq!(containers(&batch), ["a", "b"]);
-        assert_eq!(batch.removed, [file.clone()], "the writer is gone: consumed");
+        assert_eq!(
+            batch.removed,
+            [file.clone()],
+            "the writer is gone: consumed"
+        );
         assert!(!file.exists());
     }
 
@@ -215,7 +225,10 @@ mod tests {
             .unwrap();
         assert_eq!(containers(&batch), ["a", "c"]);
         assert_eq!(batch.skipped, 3);
-        assert!(dir.path().join("notes.txt").exists(), "other files are left alone");
+        assert!(
+            dir.path().join("notes.txt").exists(),
+            "other files are left alone"
+        );
     }
 
     #[test]
@@ -225,7 +238,10 @@ mod tests {
         let file = append_record(dir.path(), &record("a")).unwrap();
         let line = record("b").to_line();
         let (head, rest) = line.split_at(10);
-        let mut handle = std::fs::OpenOptions::new().append(true).open(&file).unwrap();
+        let mut handle = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&file)
+            .unwrap();
         handle.write_all(head.as_bytes()).unwrap();
         let batch = reader.poll().unwrap();
         assert_eq!((containers(&batch), batch.skipped), (vec!["a"], 0));

@@ -107,7 +107,11 @@ impl NodeAgent {
     pub fn get(&self, path: &str) -> Result<String> {
         let mut stream = TcpStream::connect_timeout(&self.metrics, Duration::from_secs(2))?;
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-        write!(stream, "GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", self.metrics)?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n",
+            self.metrics
+        )?;
         let mut answer = String::new();
         stream.read_to_string(&mut answer)?;
         let (head, body) = answer

@@ -95,7 +95,11 @@ fn metrics_count_what_exited_shims_recorded() {
         let good_nar_bytes: u64 = good
             .paths()
             .iter()
-            .map(|p| cache.field(p, "NarSize").map(|s| s.parse::<u64>().unwrap_or(0)))
+            .map(|p| {
+                cache
+                    .field(p, "NarSize")
+                    .map(|s| s.parse::<u64>().unwrap_or(0))
+            })
             .sum::<Result<u64>>()?;
 
         let server = StaticServer::start(cache.root())?;
@@ -114,8 +118,14 @@ fn metrics_count_what_exited_shims_recorded() {
                 .annotation(&environment_of("tampered"), TAMPERED)
                 .annotation(&environment_of("unknown"), UNKNOWN),
         )?;
-        assert_eq!(run_ok(cri, &pod, &tool_container("fetched"))?, good.expected_output());
-        assert_eq!(run_ok(cri, &pod, &tool_container("again"))?, good.expected_output());
+        assert_eq!(
+            run_ok(cri, &pod, &tool_container("fetched"))?,
+            good.expected_output()
+        );
+        assert_eq!(
+            run_ok(cri, &pod, &tool_container("again"))?,
+            good.expected_output()
+        );
         let err = start_fails(node, &pod, &tool_container("tampered"))?;
         assert_refused(&err, "verify", TAMPERED, &[&tampered.busybox]);
         let err = start_fails(node, &pod, &tool_container("unknown"))?;
@@ -152,9 +162,15 @@ fn metrics_count_what_exited_shims_recorded() {
                 ("nixlet_create_failures_total{phase=\"resolve\"}", 1.0),
                 ("nixlet_create_failures_total{phase=\"fetch\"}", 0.0),
                 ("nixlet_environment_resolutions_total{result=\"ok\"}", 3.0),
-                ("nixlet_environment_resolutions_total{result=\"error\"}", 1.0),
+                (
+                    "nixlet_environment_resolutions_total{result=\"error\"}",
+                    1.0,
+                ),
                 (&per_cache("nixlet_fetched_paths_total"), 3.0),
-                (&per_cache("nixlet_fetched_nar_bytes_total"), good_nar_bytes as f64),
+                (
+                    &per_cache("nixlet_fetched_nar_bytes_total"),
+                    good_nar_bytes as f64,
+                ),
                 ("nixlet_fetch_cache_hits_total", 3.0),
                 ("nixlet_fetch_duration_seconds_count", 2.0),
                 ("nixlet_telemetry_records_skipped_total", 0.0),
@@ -175,12 +191,14 @@ fn metrics_count_what_exited_shims_recorded() {
 
         // While the agent runs: a new pod's container (a cache hit of all three paths) shows at
         // the next scrape, with its shim still alive.
-        let live = cri.run_pod(
-            &node
-                .pod("metrics-live", NIXLET_HANDLER)
-                .annotation(ENVIRONMENT, GOOD),
-        )?;
-        assert_eq!(run_ok(cri, &live, &tool_container("live"))?, good.expected_output());
+        let live_spec = node
+            .pod("metrics-live", NIXLET_HANDLER)
+            .annotation(ENVIRONMENT, GOOD);
+        let live = cri.run_pod(&live_spec)?;
+        assert_eq!(
+            run_ok(cri, &live, &tool_container("live"))?,
+            good.expected_output()
+        );
         let scrape = agent.scrape()?;
         assert_series(
             &scrape,
@@ -192,11 +210,19 @@ fn metrics_count_what_exited_shims_recorded() {
                 ("nixlet_create_failures_total{phase=\"verify\"}", 1.0),
             ],
         );
+        let files = record_files(&state_dir);
         ensure!(
-            record_files(&state_dir).len() == 1,
-            "the live shim's record file is kept: {:?}",
-            record_files(&state_dir)
+            files.len() == 1,
+            "the live shim's record file is kept: {files:?}"
         );
+        // The record names the pod as an Event's involvedObject needs it, uid included.
+        let line = std::fs::read_to_string(state_dir.join("telemetry").join(&files[0]))?;
+        let record: serde_json::Value = serde_json::from_str(line.trim_end())?;
+        assert_eq!(record["pod_namespace"], "default", "{record}");
+        assert_eq!(record["pod_name"], "metrics-live", "{record}");
+        assert_eq!(record["pod_uid"], live_spec.uid.as_str(), "{record}");
+        assert_eq!(record["container_name"], "live", "{record}");
+        assert_eq!(record["outcome"], "rewritten", "{record}");
         drop(agent);
         Ok(())
     });
