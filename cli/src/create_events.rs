@@ -236,9 +236,12 @@ mod tests {
         assert!(event_for(&podless, None).is_none());
     }
 
+    /// Requests the stand-in API server received: (method and path, Authorization, body).
+    type Requests = Arc<Mutex<Vec<(String, String, String)>>>;
+
     /// A loopback HTTP server standing in for the API server's HTTP contract: it records each
     /// request (method, path, Authorization, body) and answers 201 Created.
-    fn recording_api_server() -> (String, Arc<Mutex<Vec<(String, String, String)>>>) {
+    fn recording_api_server() -> (String, Requests) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let seen = Arc::new(Mutex::new(Vec::new()));

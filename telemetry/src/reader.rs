@@ -203,7 +203,7 @@ mod tests {
         assert_eq!(containers(&batch), ["a", "b"]);
         assert_eq!(
             batch.removed,
-            [file.clone()],
+            std::slice::from_ref(&file),
             "the writer is gone: consumed"
         );
         assert!(!file.exists());

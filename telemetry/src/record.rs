@@ -97,7 +97,9 @@ impl CreateRecord {
         }
         let mut line = serde_json::to_string(&record).expect("a record serializes");
         if line.len() >= MAX_LINE_BYTES {
-            record.message.as_mut().map(|m| truncate(m, 256));
+            if let Some(message) = &mut record.message {
+                truncate(message, 256);
+            }
             if let Some(fetch) = &mut record.fetch {
                 fetch.substituters.clear();
             }
