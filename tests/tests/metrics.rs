@@ -189,6 +189,32 @@ fn metrics_count_what_exited_shims_recorded() {
             record_files(&state_dir)
         );
 
+        // One structured line per phase, naming container and pod, in containerd's log.
+        let log = node.containerd_log();
+        for needle in [
+            "msg=\"environment resolved container=",
+            "msg=\"closure ready container=",
+            "msg=\"rewrote container spec container=",
+        ] {
+            ensure!(
+                log.lines()
+                    .any(|l| l.contains(needle) && l.contains("pod=default/metrics ")),
+                "no {needle:?} line for the pod in containerd's log"
+            );
+        }
+        ensure!(
+            log.lines().any(|l| l.contains("create finished")
+                && l.contains("pod=default/metrics ")
+                && l.contains("outcome=failed phase=verify")),
+            "no closing line of the refused Create in containerd's log"
+        );
+
+        // The shim's log level comes from the node config: a shim started now logs warnings only.
+        node.set_node_config_extra(&format!(
+            "{}\n[log]\nlevel = \"warn\"\n",
+            substituter_toml(&server.url(), &[&key.public])
+        ))?;
+
         // While the agent runs: a new pod's container (a cache hit of all three paths) shows at
         // the next scrape, with its shim still alive.
         let live_spec = node
@@ -223,6 +249,16 @@ fn metrics_count_what_exited_shims_recorded() {
         assert_eq!(record["pod_uid"], live_spec.uid.as_str(), "{record}");
         assert_eq!(record["container_name"], "live", "{record}");
         assert_eq!(record["outcome"], "rewritten", "{record}");
+        let quiet: Vec<String> = node
+            .containerd_log()
+            .lines()
+            .filter(|l| l.contains("pod=default/metrics-live"))
+            .map(str::to_owned)
+            .collect();
+        ensure!(
+            quiet.is_empty(),
+            "[log] level = \"warn\" still logged: {quiet:?}"
+        );
         drop(agent);
         Ok(())
     });
