@@ -211,6 +211,7 @@ mod tests {
             nar_bytes: 3 * 1024 * 1024,
             closure: Vec::new(),
             elapsed: Duration::from_millis(500),
+            ..FetchSummary::default()
         };
         assert_eq!(
             summary_line(&summary),

@@ -1,17 +1,22 @@
 //! `nixlet`: the operator's view of what the shim does on this node.
 
+mod create_events;
 mod doctor;
 mod env_command;
 mod environment_sync;
+mod event_rate_limit;
 mod fetch_progress_bar;
 mod gc_command;
+mod metrics_server;
 mod node_command;
 mod node_label;
 #[cfg(test)]
 mod node_label_http_test;
+mod node_metrics;
 mod node_run;
 mod sbom_command;
 mod stale_roots;
+mod telemetry_ingest;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

@@ -42,6 +42,25 @@ impl InCluster {
     }
 }
 
+impl InCluster {
+    /// A client for the API server and the service account's bearer token. The cluster CA is
+    /// required for https; a plain `http://` base URL (a test's stand-in for the API server)
+    /// needs none.
+    pub fn client(&self) -> Result<(reqwest::blocking::Client, String)> {
+        let token = std::fs::read_to_string(&self.token_file)
+            .with_context(|| format!("read service account token {}", self.token_file.display()))?;
+        let mut builder = reqwest::blocking::Client::builder().timeout(Duration::from_secs(30));
+        if !self.base_url.starts_with("http://") {
+            let ca = std::fs::read(&self.ca_file)
+                .with_context(|| format!("read cluster CA {}", self.ca_file.display()))?;
+            builder = builder.add_root_certificate(
+                reqwest::Certificate::from_pem(&ca).context("parse cluster CA")?,
+            );
+        }
+        Ok((builder.build()?, token.trim().to_string()))
+    }
+}
+
 /// The JSON merge patch that sets (or, with `ready = false`, removes) the label.
 pub fn label_patch(ready: bool) -> Value {
     let value = if ready { json!("true") } else { Value::Null };
@@ -54,22 +73,11 @@ pub fn node_url(cluster: &InCluster, node: &str) -> String {
 
 /// Sets or removes the ready label on `node`.
 pub fn set_ready(cluster: &InCluster, node: &str, ready: bool) -> Result<()> {
-    let token = std::fs::read_to_string(&cluster.token_file).with_context(|| {
-        format!(
-            "read service account token {}",
-            cluster.token_file.display()
-        )
-    })?;
-    let ca = std::fs::read(&cluster.ca_file)
-        .with_context(|| format!("read cluster CA {}", cluster.ca_file.display()))?;
-    let client = reqwest::blocking::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&ca).context("parse cluster CA")?)
-        .timeout(Duration::from_secs(30))
-        .build()?;
+    let (client, token) = cluster.client()?;
     let url = node_url(cluster, node);
     let response = client
         .patch(&url)
-        .bearer_auth(token.trim())
+        .bearer_auth(&token)
         .header("Content-Type", "application/merge-patch+json")
         .body(label_patch(ready).to_string())
         .send()

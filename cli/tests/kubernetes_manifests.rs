@@ -334,15 +334,45 @@ fn runtime_class_kustomization_is_complete_and_consistent() {
         })
         .expect("a ClusterRole");
     let rules = role.rules.as_ref().unwrap();
-    assert_eq!(rules.len(), 1, "only node labelling");
+    let granted: Vec<(Vec<String>, Vec<String>)> = rules
+        .iter()
+        .map(|rule| {
+            (
+                rule.resources.clone().unwrap_or_default(),
+                rule.verbs.clone(),
+            )
+        })
+        .collect();
+    let owned = |items: &[&str]| items.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     assert_eq!(
-        rules[0].resources.as_deref(),
-        Some(&["nodes".to_string()][..])
+        granted,
+        [
+            (owned(&["nodes"]), owned(&["get", "patch"])),
+            (owned(&["events"]), owned(&["create", "patch"])),
+        ],
+        "get and patch nodes, create and patch events, nothing more"
     );
+    assert!(rules
+        .iter()
+        .all(|rule| rule.api_groups.as_deref() == Some(&[String::new()][..])));
+
+    // The scrape annotations name the port the node agent serves /metrics on.
+    let template = &daemonset.spec.as_ref().unwrap().template;
+    let annotations = template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .annotations
+        .as_ref()
+        .unwrap();
+    assert_eq!(annotations["prometheus.io/scrape"], "true");
+    assert_eq!(annotations["prometheus.io/path"], "/metrics");
+    let node = &pod.containers[0];
+    let port = node.ports.as_ref().unwrap()[0].container_port;
+    assert_eq!(annotations["prometheus.io/port"], port.to_string());
     assert_eq!(
-        rules[0].verbs,
-        ["get".to_string(), "patch".to_string()],
-        "get and patch nodes, nothing more"
+        nixlet_shim::config::DEFAULT_METRICS_LISTEN,
+        format!("0.0.0.0:{port}")
     );
 }
 

@@ -17,6 +17,11 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/nixlet";
 pub const DEFAULT_NIX_GCROOTS_DIR: &str = "/nix/var/nix/gcroots";
 /// Paths used within this long are kept by GC: the shim roots a closure only after fetching it.
 pub const DEFAULT_GC_GRACE_SECS: u64 = 600;
+/// Where `nixlet node run` serves `/metrics`: the port OpenTelemetry's Prometheus exporter uses,
+/// so it does not collide with the kubelet's or node-exporter's.
+pub const DEFAULT_METRICS_LISTEN: &str = "0.0.0.0:9464";
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -51,6 +56,10 @@ pub struct NodeConfig {
     /// nixlet's own state: the record of the store paths it installed, for `nixlet gc`.
     pub state_dir: PathBuf,
     pub gc: GcSettings,
+    /// `[metrics]`: where `nixlet node run` serves Prometheus metrics; `None` when disabled.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// `[log] level`: the shim's log level (containerd's `-debug` raises it to debug).
+    pub log_level: String,
 }
 
 /// `[gc]`: how `nixlet gc` (and `nixlet node run`, periodically) keeps the store in bounds.
@@ -141,6 +150,24 @@ struct ConfigFile {
     state_dir: Option<PathBuf>,
     #[serde(default)]
     gc: GcSection,
+    #[serde(default)]
+    metrics: MetricsSection,
+    #[serde(default)]
+    log: LogSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetricsSection {
+    /// `false` turns the listener off.
+    enabled: Option<bool>,
+    listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogSection {
+    level: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -182,6 +209,8 @@ impl Default for NodeConfig {
             fetch: FetchSettings::default(),
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             gc: GcSettings::default(),
+            metrics_listen: Some(DEFAULT_METRICS_LISTEN.parse().expect("a socket address")),
+            log_level: DEFAULT_LOG_LEVEL.to_string(),
         }
     }
 }
@@ -259,7 +288,28 @@ impl NodeConfig {
                 gc.gcroots_dir.display().to_string()
             )));
         }
+        let metrics_listen = match (file.metrics.enabled, file.metrics.listen) {
+            (Some(false), _) => None,
+            (_, None) => defaults.metrics_listen,
+            (_, Some(listen)) => Some(listen.parse().map_err(|_| {
+                invalid(format!(
+                    "metrics listen {listen:?} is not an address and port like \"0.0.0.0:9464\""
+                ))
+            })?),
+        };
+        let log_level = match file.log.level {
+            None => defaults.log_level,
+            Some(level) if LOG_LEVELS.contains(&level.as_str()) => level,
+            Some(level) => {
+                return Err(invalid(format!(
+                    "log level {level:?} is not one of {}",
+                    LOG_LEVELS.join(", ")
+                )))
+            }
+        };
         Ok(NodeConfig {
+            metrics_listen,
+            log_level,
             system: file.system.unwrap_or(defaults.system),
             nix_db: file.nix_db.unwrap_or(defaults.nix_db),
             gc_roots_dir,
@@ -296,6 +346,11 @@ impl NodeConfig {
             install_record: Some(self.install_record()),
             ..FetchOptions::default()
         }
+    }
+
+    /// Where shims leave their Create records for `nixlet node run` (nixlet-telemetry).
+    pub fn telemetry_dir(&self) -> PathBuf {
+        self.state_dir.join(nixlet_telemetry::TELEMETRY_DIR)
     }
 
     /// nixlet's record of the store paths it installed.
@@ -499,6 +554,45 @@ mod tests {
         assert!(parse("[gc]\nmax_store_bytes = -1\n").is_err());
         let unknown = parse("[gc]\nbudget = 1\n").unwrap_err().to_string();
         assert!(unknown.contains("unknown field `budget`"), "{unknown}");
+    }
+
+    #[test]
+    fn metrics_and_log_sections_parse() {
+        let defaults = NodeConfig::default();
+        assert_eq!(
+            defaults.metrics_listen,
+            Some("0.0.0.0:9464".parse().unwrap())
+        );
+        assert_eq!(defaults.log_level, "info");
+        assert_eq!(
+            defaults.telemetry_dir(),
+            PathBuf::from("/var/lib/nixlet/telemetry")
+        );
+        let config =
+            parse("[metrics]\nlisten = \"127.0.0.1:9999\"\n[log]\nlevel = \"debug\"\n").unwrap();
+        assert_eq!(
+            config.metrics_listen,
+            Some("127.0.0.1:9999".parse().unwrap())
+        );
+        assert_eq!(config.log_level, "debug");
+        assert_eq!(
+            parse("[metrics]\nenabled = false\n")
+                .unwrap()
+                .metrics_listen,
+            None
+        );
+        assert_eq!(
+            parse("[metrics]\nlisten = \"9464\"\n")
+                .unwrap_err()
+                .to_string(),
+            "node config /etc/nixlet/config.toml: metrics listen \"9464\" is not an address and \
+             port like \"0.0.0.0:9464\""
+        );
+        assert_eq!(
+            parse("[log]\nlevel = \"loud\"\n").unwrap_err().to_string(),
+            "node config /etc/nixlet/config.toml: log level \"loud\" is not one of error, warn, \
+             info, debug, trace"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod activation;
 pub mod bundle;
 pub mod config;
 pub mod create_error;
+pub mod create_report;
 pub mod delegate;
 pub mod env_overlay;
 pub mod gc_root;

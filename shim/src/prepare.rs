@@ -21,6 +21,7 @@ use crate::activation::activation_files;
 use crate::bundle;
 use crate::config::NodeConfig;
 use crate::create_error::{CreateError, Phase};
+use crate::create_report::{CreateReport, PodIdentity};
 use crate::env_overlay::{EnvOverlay, ViewFacts, CA_BUNDLE};
 use crate::gc_root;
 use crate::spec_rewrite::{rewrite_spec, CommandPlan};
@@ -50,9 +51,11 @@ pub struct ContainerRef {
     pub bundle: PathBuf,
 }
 
+/// `report` collects what the Create did, for its closing log line and the node agent's metrics.
 pub async fn prepare_bundle(
     container: &ContainerRef,
     config: &NodeConfig,
+    report: &mut CreateReport,
 ) -> Result<Prepared, CreateError> {
     let started = Instant::now();
     let bundle_path = container.bundle.clone();
@@ -61,6 +64,7 @@ pub async fn prepare_bundle(
     })
     .await?;
     let annotations = annotations_of(&spec);
+    report.pod = PodIdentity::from_annotations(&annotations);
 
     let reference = match select(&annotations)
         .map_err(|error| CreateError::new(Phase::Resolve, None, &error))?
@@ -76,6 +80,7 @@ pub async fn prepare_bundle(
         }
     };
     let named = Some(reference.to_string());
+    report.reference = named.clone();
     let fail = |phase, error: &dyn std::error::Error| CreateError::new(phase, named.clone(), error);
 
     let env = {
@@ -85,6 +90,15 @@ pub async fn prepare_bundle(
         })
         .await?
     };
+    report.environment = Some(env.display_name());
+    tracing::info!(
+        container = %container.id,
+        pod = %report.pod,
+        reference = %reference,
+        environment = %env.display_name(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "environment resolved"
+    );
     let roots = env.store_paths();
 
     if !config.substituters.is_empty() {
@@ -95,6 +109,8 @@ pub async fn prepare_bundle(
             .await
             .map_err(|error| fail(fetch_phase(&error), &error))?;
         tracing::info!(
+            container = %container.id,
+            pod = %report.pod,
             environment = %env.display_name(),
             fetched = summary.paths_fetched,
             already_valid = summary.paths_already_valid,
@@ -102,6 +118,7 @@ pub async fn prepare_bundle(
             elapsed_ms = summary.elapsed.as_millis() as u64,
             "closure ready"
         );
+        report.fetch = Some(summary);
     }
     let closure = {
         let (db, roots) = (config.nix_db.clone(), roots.clone());
@@ -144,6 +161,8 @@ pub async fn prepare_bundle(
     }
 
     tracing::info!(
+        container = %container.id,
+        pod = %report.pod,
         environment = %environment,
         view = %view,
         paths = mounts.len(),

@@ -23,6 +23,7 @@ use tokio::sync::OnceCell;
 
 use crate::config::NodeConfig;
 use crate::create_error::{cause_chain, CreateError, Phase};
+use crate::create_report::CreateReport;
 use crate::delegate;
 use crate::env_overlay::EnvOverlay;
 use crate::gc_root;
@@ -83,15 +84,31 @@ impl NixletTask {
         &self,
         req: &CreateTaskRequest,
     ) -> Result<(Prepared, NodeConfig), CreateError> {
-        let config =
-            NodeConfig::load().map_err(|error| CreateError::new(Phase::Config, None, &error))?;
+        let started = std::time::Instant::now();
+        let mut report = CreateReport::default();
+        let config = match NodeConfig::load() {
+            Ok(config) => config,
+            Err(error) => {
+                let error = CreateError::new(Phase::Config, None, &error);
+                // The node's record is where the default config keeps it.
+                let telemetry_dir = NodeConfig::default().telemetry_dir();
+                report.finish(&req.id, Err(&error), started.elapsed(), &telemetry_dir);
+                return Err(error);
+            }
+        };
         let container = ContainerRef {
             namespace: self.namespace.clone(),
             id: req.id.clone(),
             bundle: PathBuf::from(&req.bundle),
         };
-        let prepared = prepare_bundle(&container, &config).await?;
-        Ok((prepared, config))
+        let prepared = prepare_bundle(&container, &config, &mut report).await;
+        report.finish(
+            &req.id,
+            prepared.as_ref(),
+            started.elapsed(),
+            &config.telemetry_dir(),
+        );
+        Ok((prepared?, config))
     }
 
     /// Drops the container's GC root: at Delete, and when the runc shim refused a Create that

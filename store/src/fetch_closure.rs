@@ -92,6 +92,16 @@ pub struct FetchSummary {
     /// The whole closure of the roots, sorted.
     pub closure: Vec<StorePath>,
     pub elapsed: Duration,
+    /// Paths fetched and their NAR bytes, by substituter URL (nixlet's own fetch only; the Nix
+    /// CLI fallback does not say where each path came from).
+    pub by_substituter: BTreeMap<String, SubstituterTally>,
+}
+
+/// What one substituter delivered in one closure fetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SubstituterTally {
+    pub paths: usize,
+    pub nar_bytes: u64,
 }
 
 /// Fetches closures from the configured substituters into `/nix/store`.
@@ -323,9 +333,9 @@ impl Fetcher {
                 if let (Ok(PathOutcome::Fetched { .. }), Some(record)) = (&result, record) {
                     // Spawned before this task can next yield, so a fetch its caller gives up
                     // on still records what it installed.
-                    note_installed(record, path.clone(), origin).await;
+                    note_installed(record, path.clone(), origin.clone()).await;
                 }
-                (path, result)
+                (path, origin, result)
             });
         }
         drop(receivers);
@@ -338,16 +348,19 @@ impl Fetcher {
         let mut errors = Vec::new();
         while let Some(joined) = tasks.join_next().await {
             match joined {
-                Ok((_, Ok(PathOutcome::Fetched { nar_size }))) => {
+                Ok((_, origin, Ok(PathOutcome::Fetched { nar_size }))) => {
                     summary.paths_fetched += 1;
                     summary.nar_bytes += nar_size;
+                    let tally = summary.by_substituter.entry(origin).or_default();
+                    tally.paths += 1;
+                    tally.nar_bytes += nar_size;
                     progress.path_done();
                 }
-                Ok((_, Ok(PathOutcome::AlreadyValid))) => {
+                Ok((_, _, Ok(PathOutcome::AlreadyValid))) => {
                     summary.paths_already_valid += 1;
                     progress.path_done();
                 }
-                Ok((path, Err(error))) => {
+                Ok((path, _, Err(error))) => {
                     tracing::warn!(path = %path, %error, "store path not fetched");
                     errors.push(error);
                 }

@@ -72,6 +72,19 @@ impl NixDb {
             .map_err(|source| self.db_error(source))
     }
 
+    /// What the store weighs: the sum of NarSize over valid paths (what `[gc] max_store_bytes`
+    /// bounds, and the agent's `nixlet_store_size_bytes`).
+    pub fn store_nar_bytes(&self) -> Result<u64, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT coalesce(sum(narSize), 0) FROM ValidPaths",
+                [],
+                |row| row.get::<_, i64>(0),
+            )
+            .map(|sum| u64::try_from(sum).unwrap_or(0))
+            .map_err(|source| self.db_error(source))
+    }
+
     /// The registration of `path`: NAR hash, NAR size and references.
     pub fn path_info(&self, path: &StorePath) -> Result<PathInfo, StoreError> {
         let row = self
@@ -218,6 +231,11 @@ mod tests {
         .unwrap();
         drop(conn);
         let db = NixDb::open(db).unwrap();
+        assert_eq!(
+            db.store_nar_bytes().unwrap(),
+            4242,
+            "a NULL narSize adds nothing"
+        );
         let info = db.path_info(&p(HELLO)).unwrap();
         assert_eq!(hex::encode(info.nar_hash), hex);
         assert_eq!(info.nar_size, 4242);

@@ -74,6 +74,7 @@ async fn round_trip(test: &str, compression: &str, edit: impl FnMut(&str) -> Opt
     assert_eq!(again.paths_fetched, 0);
     assert_eq!(again.paths_already_valid, closure.paths.len());
     assert_eq!(again.bytes_downloaded, 0);
+    assert!(again.by_substituter.is_empty());
     assert_eq!(again.closure, summary.closure);
 }
 
@@ -84,6 +85,11 @@ fn assert_summary(summary: &FetchSummary, closure: &Closure) {
     assert!(summary.bytes_downloaded > 0);
     // 200 kB of random bytes are in the closure.
     assert!(summary.nar_bytes > 200_000, "{summary:?}");
+    // Everything came from the one cache, and its tally adds up to the whole.
+    let tallies: Vec<_> = summary.by_substituter.values().collect();
+    assert_eq!(tallies.len(), 1, "{summary:?}");
+    assert_eq!(tallies[0].paths, summary.paths_fetched);
+    assert_eq!(tallies[0].nar_bytes, summary.nar_bytes);
 }
 
 #[tokio::test]

@@ -12,6 +12,7 @@
 //! Each node's containerd log (which carries the shims' logs) is kept as
 //! `<target>/nixlet-e2e-logs/<test>.containerd.log`; a failing test prints its tail.
 
+pub mod agent;
 pub mod binary_cache;
 pub mod cgroups;
 pub mod containerd;

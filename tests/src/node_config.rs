@@ -11,6 +11,16 @@ pub fn host_system() -> String {
     format!("{}-linux", std::env::consts::ARCH)
 }
 
+/// nixlet's state directory of the node whose config is `config_path` (install record, the
+/// shims' telemetry records): beside the config in the node's scratch directory, so that each
+/// node's records are its own and go with it.
+pub fn state_dir_for(config_path: &Path) -> PathBuf {
+    config_path
+        .parent()
+        .unwrap_or(Path::new("/"))
+        .join("nixlet-state")
+}
+
 /// Writes the node config: one `dir` source at `env_root`, runc as the OCI runtime.
 pub fn write_node_config(path: &Path, env_root: &Path) -> Result<()> {
     write_node_config_with(path, env_root, "")
@@ -34,6 +44,7 @@ pub fn write_node_config_for_runtime(
     let mut text = format!(
         r#"system = "{system}"
 nix_db = "/nix/var/nix/db/db.sqlite"
+state_dir = "{state_dir}"
 
 [runtime]
 binary_name = "{binary_name}"
@@ -43,6 +54,7 @@ kind = "dir"
 root = "{root}"
 "#,
         system = host_system(),
+        state_dir = state_dir_for(path).display(),
         root = env_root.display(),
     );
     if !extra.is_empty() {

@@ -298,6 +298,11 @@ impl TestNode {
         node_config::write_node_config_for_runtime(&self.nixlet_config, root, binary_name, "")
     }
 
+    /// nixlet's `state_dir` on this node (the shims' telemetry records live below it).
+    pub fn state_dir(&self) -> PathBuf {
+        node_config::state_dir_for(&self.nixlet_config)
+    }
+
     /// A directory of the test's own below the node's scratch dir (removed with the node).
     pub fn scratch_subdir(&self, name: &str) -> Result<PathBuf> {
         self.scratch
