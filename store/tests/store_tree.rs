@@ -44,7 +44,12 @@ fn metadata_of(root: &Path) -> BTreeMap<PathBuf, (String, u32, i64, Option<u64>,
     let mut out = BTreeMap::new();
     let mut pending = vec![PathBuf::new()];
     while let Some(relative) = pending.pop() {
-        let path = root.join(&relative);
+        // `join` of an empty path would add a trailing slash, wrong for a single-file path.
+        let path = if relative.as_os_str().is_empty() {
+            root.to_path_buf()
+        } else {
+            root.join(&relative)
+        };
         let meta = std::fs::symlink_metadata(&path).unwrap();
         let kind = if meta.is_dir() {
             for entry in std::fs::read_dir(&path).unwrap() {
