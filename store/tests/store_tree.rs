@@ -39,8 +39,11 @@ fn view(closure: &Closure) -> StorePath {
     StorePath::parse(&closure.root).unwrap()
 }
 
-/// Every entry below `root` → (type, mode, mtime, inode for files, symlink target).
-fn metadata_of(root: &Path) -> BTreeMap<PathBuf, (String, u32, i64, Option<u64>, Option<PathBuf>)> {
+/// (type, mode, mtime, inode for files, symlink target) of one entry.
+type EntryFacts = (String, u32, i64, Option<u64>, Option<PathBuf>);
+
+/// Every entry below `root`, by path relative to it.
+fn metadata_of(root: &Path) -> BTreeMap<PathBuf, EntryFacts> {
     let mut out = BTreeMap::new();
     let mut pending = vec![PathBuf::new()];
     while let Some(relative) = pending.pop() {
