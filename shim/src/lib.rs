@@ -14,3 +14,4 @@ pub mod shim;
 pub mod spec_rewrite;
 pub mod store_mounts;
 pub mod task_service;
+pub mod view_cache;

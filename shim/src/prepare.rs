@@ -25,6 +25,7 @@ use crate::env_overlay::{EnvOverlay, ViewFacts, CA_BUNDLE};
 use crate::gc_root;
 use crate::spec_rewrite::{rewrite_spec, CommandPlan};
 use crate::store_mounts::{nix_state_dir, plan_store_mounts, PlannedMounts};
+use crate::view_cache::{view_key, ViewCache};
 
 /// Where the view keeps the lock file of the generation it was built from.
 pub const VIEW_LOCK_FILE: &str = "manifest.lock";
@@ -209,6 +210,13 @@ async fn build_view(
             executable: false,
         });
     }
+    let name = format!("nixlet-env-{}-{}", reference.owner, reference.name);
+    let cache = ViewCache::new(&config.state_dir);
+    let key = view_key(env, &name, &inputs, &files);
+    if let Some(view) = cache.lookup(&key) {
+        note_view_installed(config, &view);
+        return Ok(view);
+    }
     // The closure's bill of materials; deterministic, so the view's path stays content-addressed.
     let sbom = {
         let (env, nix_db) = (env.clone(), config.nix_db.clone());
@@ -223,19 +231,24 @@ async fn build_view(
     for (name, loser) in &tree.shadowed {
         tracing::debug!(file = %name, shadowed = %loser, "file collision resolved by priority");
     }
-    let name = format!("nixlet-env-{}-{}", reference.owner, reference.name);
     let state_dir = nix_state_dir(&config.nix_db);
     let view = install_view(&tree, &name, &config.nix_db, &state_dir).await?;
-    // nixlet's GC collects only what nixlet installed; a view nobody records would keep its
-    // whole closure alive forever. A failed record costs disk, not the container.
+    note_view_installed(config, &view);
+    cache.remember(&key, &view);
+    Ok(view)
+}
+
+/// nixlet's GC collects only what nixlet installed; a view nobody records would keep its whole
+/// closure alive forever. The record's last use also keeps GC's grace period over the view
+/// until the container's root exists. A failed record costs disk, not the container.
+fn note_view_installed(config: &NodeConfig, view: &StorePath) {
     if let Err(error) = nixlet_store::install_record::note_installed(
         &config.install_record(),
-        &view,
+        view,
         "environment view",
     ) {
         tracing::warn!(view = %view, error = %error, "cannot record the environment view as installed");
     }
-    Ok(view)
 }
 
 fn view_facts(view: &StorePath) -> ViewFacts {
