@@ -80,11 +80,16 @@ pub fn report_lines(report: &GcReport, now: i64) -> Vec<String> {
         // Tree files are links to store files: only directories, and files whose store path
         // is gone, come back.
         lines.push(format!(
-            "store trees: {} removed, {} in use kept, {} interrupted builds removed; {} {}              (trees share their files with the store)",
+            "store trees: {} removed, {} in use kept, {} interrupted builds removed; {} {} \
+             (trees share their files with the store)",
             trees.removed.len(),
             trees.kept,
             trees.leftovers,
-            if report.dry_run { "would free" } else { "freed" },
+            if report.dry_run {
+                "would free"
+            } else {
+                "freed"
+            },
             human_bytes(trees.freed_bytes)
         ));
     }
