@@ -33,8 +33,11 @@ fn every_scenario_runs_in_quick_mode() {
             let summary = figure
                 .summary
                 .unwrap_or_else(|| panic!("{}: {} has no samples", scenario.name(), figure.name));
+            // Slopes and differences per path may be zero or negative: with one mount per
+            // container, start time no longer grows with the closure, and noise decides the sign.
+            let slope = figure.unit == "µs/path";
             assert!(
-                summary.median.is_finite() && summary.min > 0.0,
+                summary.median.is_finite() && (slope || summary.min > 0.0),
                 "{}: {} = {summary:?}",
                 scenario.name(),
                 figure.name
