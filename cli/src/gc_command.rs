@@ -68,6 +68,31 @@ pub fn report_lines(report: &GcReport, now: i64) -> Vec<String> {
     for skipped in &report.skipped {
         lines.push(format!("kept {}: {}", skipped.path, skipped.reason));
     }
+    for tree in &report.trees.removed {
+        lines.push(format!(
+            "{verb} store tree {} (no root points to its view; {})",
+            tree.path.display(),
+            human_bytes(tree.freed_bytes)
+        ));
+    }
+    let trees = &report.trees;
+    if !trees.removed.is_empty() || trees.kept > 0 || trees.leftovers > 0 {
+        // Tree files are links to store files: only directories, and files whose store path
+        // is gone, come back.
+        lines.push(format!(
+            "store trees: {} removed, {} in use kept, {} interrupted builds removed; {} {} \
+             (trees share their files with the store)",
+            trees.removed.len(),
+            trees.kept,
+            trees.leftovers,
+            if report.dry_run {
+                "would free"
+            } else {
+                "freed"
+            },
+            human_bytes(trees.freed_bytes)
+        ));
+    }
     let plan = &report.plan;
     lines.push(format!(
         "kept {} of nixlet's paths reachable from {} roots, {} used within the grace period, {} \
@@ -124,6 +149,7 @@ mod tests {
     use super::*;
     use nixlet_manifest::StorePath;
     use nixlet_store::gc_plan::{GcPlan, Victim};
+    use nixlet_store::tree_sweep::{SweptTree, TreeSweep};
     use nixlet_store::Skipped;
 
     #[test]
@@ -155,12 +181,27 @@ mod tests {
             free_bytes_after: 3072,
             roots: 4,
             swept_entries: 2,
+            trees: TreeSweep {
+                removed: vec![SweptTree {
+                    path: "/nix/var/nixlet/trees/abc".into(),
+                    freed_bytes: 8192,
+                }],
+                kept: 3,
+                leftovers: 1,
+                freed_bytes: 12288,
+            },
         };
         assert_eq!(
             report_lines(&report, 1_000 + 7_200),
             vec![
                 format!("deleted {path} (2.0 KiB, last used 2h ago)"),
                 format!("kept {other}: another process holds its lock"),
+                "deleted store tree /nix/var/nixlet/trees/abc (no root points to its view; \
+                 8.0 KiB)"
+                    .to_string(),
+                "store trees: 1 removed, 3 in use kept, 1 interrupted builds removed; freed \
+                 12.0 KiB (trees share their files with the store)"
+                    .to_string(),
                 "kept 0 of nixlet's paths reachable from 4 roots, 0 used within the grace \
                  period, 0 referenced by paths that stay"
                     .to_string(),

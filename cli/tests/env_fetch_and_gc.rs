@@ -25,6 +25,8 @@ impl Node {
         let mut text = format!(
             "state_dir = \"{state}\"\n\
              gc_roots_dir = \"{gcroots}/nixlet\"\n\
+             [mounts]\n\
+             trees_dir = \"{trees}\"\n\
              [gc]\n\
              gcroots_dir = \"{gcroots}\"\n\
              max_store_bytes = 0\n\
@@ -35,6 +37,8 @@ impl Node {
             state = root.join("state").display(),
             gcroots = root.join("gcroots").display(),
             envs = root.join("envs").display(),
+            // This node's GC sees only its own roots: the host's trees are not its to sweep.
+            trees = root.join("trees").display(),
         );
         for (cache, server) in substituters {
             text.push_str(&format!(

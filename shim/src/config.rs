@@ -60,6 +60,36 @@ pub struct NodeConfig {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// `[log] level`: the shim's log level (containerd's `-debug` raises it to debug).
     pub log_level: String,
+    pub mounts: MountSettings,
+}
+
+/// `[mounts]`: how a container's closure appears at `/nix/store`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountSettings {
+    pub strategy: MountStrategy,
+    /// Where per-environment store trees live; must be on the store's filesystem and mount
+    /// (hard links cannot cross either), else containers fall back to per-path mounts.
+    pub trees_dir: PathBuf,
+}
+
+impl Default for MountSettings {
+    fn default() -> Self {
+        MountSettings {
+            strategy: MountStrategy::Tree,
+            trees_dir: PathBuf::from(nixlet_store::store_tree::DEFAULT_TREES_DIR),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MountStrategy {
+    /// One read-only bind of the environment's store tree on `/nix/store`: the cost of a start
+    /// does not grow with the closure.
+    Tree,
+    /// One read-only bind per closure path: no tree on disk, but runc's mount work grows with
+    /// the closure (about 0.7 ms per path measured).
+    PerPath,
 }
 
 /// `[gc]`: how `nixlet gc` (and `nixlet node run`, periodically) keeps the store in bounds.
@@ -154,6 +184,8 @@ struct ConfigFile {
     metrics: MetricsSection,
     #[serde(default)]
     log: LogSection,
+    #[serde(default)]
+    mounts: MountsSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -168,6 +200,13 @@ struct MetricsSection {
 #[serde(deny_unknown_fields)]
 struct LogSection {
     level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MountsSection {
+    strategy: Option<MountStrategy>,
+    trees_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -211,6 +250,7 @@ impl Default for NodeConfig {
             gc: GcSettings::default(),
             metrics_listen: Some(DEFAULT_METRICS_LISTEN.parse().expect("a socket address")),
             log_level: DEFAULT_LOG_LEVEL.to_string(),
+            mounts: MountSettings::default(),
         }
     }
 }
@@ -307,6 +347,16 @@ impl NodeConfig {
                 )))
             }
         };
+        let mounts = MountSettings {
+            strategy: file.mounts.strategy.unwrap_or(defaults.mounts.strategy),
+            trees_dir: file.mounts.trees_dir.unwrap_or(defaults.mounts.trees_dir),
+        };
+        if !mounts.trees_dir.is_absolute() {
+            return Err(invalid(format!(
+                "mounts trees_dir {:?} must be an absolute path",
+                mounts.trees_dir.display().to_string()
+            )));
+        }
         Ok(NodeConfig {
             metrics_listen,
             log_level,
@@ -334,6 +384,7 @@ impl NodeConfig {
             },
             state_dir,
             gc,
+            mounts,
         })
     }
 
@@ -368,6 +419,7 @@ impl NodeConfig {
             max_store_bytes: self.gc.max_store_bytes,
             min_free_bytes: self.gc.min_free_bytes,
             grace: std::time::Duration::from_secs(self.gc.grace_secs),
+            trees_dir: Some(self.mounts.trees_dir.clone()),
             dry_run,
         }
     }
@@ -592,6 +644,38 @@ mod tests {
             parse("[log]\nlevel = \"loud\"\n").unwrap_err().to_string(),
             "node config /etc/nixlet/config.toml: log level \"loud\" is not one of error, warn, \
              info, debug, trace"
+
+        );
+    }
+
+    #[test]
+    fn mount_strategy_and_trees_dir_parse() {
+        let config =
+            parse("[mounts]\nstrategy = \"per-path\"\ntrees_dir = \"/nix/var/t\"\n").unwrap();
+        assert_eq!(
+            config.mounts,
+            MountSettings {
+                strategy: MountStrategy::PerPath,
+                trees_dir: "/nix/var/t".into(),
+            }
+        );
+        assert_eq!(
+            config.gc_options(false).trees_dir,
+            Some("/nix/var/t".into())
+        );
+        let defaults = NodeConfig::default().mounts;
+        assert_eq!(defaults.strategy, MountStrategy::Tree);
+        assert_eq!(defaults.trees_dir, PathBuf::from("/nix/var/nixlet/trees"));
+        let unknown = parse("[mounts]\nstrategy = \"overlay\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(unknown.contains("unknown variant `overlay`"), "{unknown}");
+        let relative = parse("[mounts]\ntrees_dir = \"trees\"\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            relative,
+            "node config /etc/nixlet/config.toml: mounts trees_dir \"trees\" must be an absolute path"
         );
     }
 

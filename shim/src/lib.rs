@@ -13,4 +13,6 @@ pub mod prepare;
 pub mod runtime_options;
 pub mod shim;
 pub mod spec_rewrite;
+pub mod store_mounts;
 pub mod task_service;
+pub mod view_cache;

@@ -2,8 +2,8 @@
 //!
 //! Everything that can fail (annotation, environment, fetch, view) is settled before
 //! `config.json` is touched, so a refused container leaves its bundle exactly as containerd wrote
-//! it. The order: resolve the environment, fetch its closure, install the environment view, add
-//! the container's GC root, rewrite the spec.
+//! it. The order: resolve the environment, fetch its closure, install the environment view, find
+//! or build its store tree (`store_mounts.rs`), add the container's GC root, rewrite the spec.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,7 +14,7 @@ use nixlet_store::environment_sbom::environment_sbom;
 use nixlet_store::sbom::SBOM_VIEW_PATH;
 use nixlet_store::view_install::install_view;
 use nixlet_store::view_tree::{ViewFile, ViewInput, ViewTree};
-use nixlet_store::{FetchError, Fetcher, LocalStore};
+use nixlet_store::{FetchError, Fetcher};
 use serde_json::Value;
 
 use crate::activation::activation_files;
@@ -25,6 +25,8 @@ use crate::create_report::{CreateReport, PodIdentity};
 use crate::env_overlay::{EnvOverlay, ViewFacts, CA_BUNDLE};
 use crate::gc_root;
 use crate::spec_rewrite::{rewrite_spec, CommandPlan};
+use crate::store_mounts::{nix_state_dir, plan_store_mounts, PlannedMounts};
+use crate::view_cache::{view_key, ViewCache};
 
 /// Where the view keeps the lock file of the generation it was built from.
 pub const VIEW_LOCK_FILE: &str = "manifest.lock";
@@ -120,14 +122,6 @@ pub async fn prepare_bundle(
         );
         report.fetch = Some(summary);
     }
-    let closure = {
-        let (db, roots) = (config.nix_db.clone(), roots.clone());
-        blocking(Phase::Fetch, named.clone(), move || {
-            LocalStore::new(db).closure(&roots)
-        })
-        .await?
-    };
-
     let view = build_view(&env, &reference, config)
         .await
         .map_err(|error| fail(Phase::Install, &*error))?;
@@ -141,8 +135,10 @@ pub async fn prepare_bundle(
     let command = command_plan(&env, &facts).map_err(|error| fail(Phase::Rewrite, &error))?;
     let overlay = EnvOverlay::for_view(&env, &facts);
 
-    let mut mounts = closure;
-    mounts.push(view.clone());
+    // Holds the GC lock shared until the root below protects the view and so its tree.
+    let PlannedMounts { mounts, gc_lock } = plan_store_mounts(config, &roots, &view)
+        .await
+        .map_err(|error| fail(error.phase(), &error))?;
     let environment = env.display_name();
     rewrite_spec(&mut spec, &overlay, &mounts, &environment, &command)
         .map_err(|error| fail(Phase::Rewrite, &error))?;
@@ -159,13 +155,14 @@ pub async fn prepare_bundle(
         let _ = gc_root::remove_root(&config.gc_roots_dir, &container.namespace, &container.id);
         return Err(fail(Phase::Rewrite, &error));
     }
+    drop(gc_lock);
 
     tracing::info!(
         container = %container.id,
         pod = %report.pod,
         environment = %environment,
         view = %view,
-        paths = mounts.len(),
+        mounts = mounts.count(),
         elapsed_ms = started.elapsed().as_millis() as u64,
         "rewrote container spec"
     );
@@ -232,6 +229,13 @@ async fn build_view(
             executable: false,
         });
     }
+    let name = format!("nixlet-env-{}-{}", reference.owner, reference.name);
+    let cache = ViewCache::new(&config.state_dir);
+    let key = view_key(env, &name, &inputs, &files);
+    if let Some(view) = cache.lookup(&key) {
+        note_view_installed(config, &view);
+        return Ok(view);
+    }
     // The closure's bill of materials; deterministic, so the view's path stays content-addressed.
     let sbom = {
         let (env, nix_db) = (env.clone(), config.nix_db.clone());
@@ -246,24 +250,24 @@ async fn build_view(
     for (name, loser) in &tree.shadowed {
         tracing::debug!(file = %name, shadowed = %loser, "file collision resolved by priority");
     }
-    let name = format!("nixlet-env-{}-{}", reference.owner, reference.name);
-    let state_dir = config
-        .nix_db
-        .parent()
-        .and_then(Path::parent)
-        .unwrap_or(Path::new("/nix/var/nix"))
-        .to_path_buf();
+    let state_dir = nix_state_dir(&config.nix_db);
     let view = install_view(&tree, &name, &config.nix_db, &state_dir).await?;
-    // nixlet's GC collects only what nixlet installed; a view nobody records would keep its
-    // whole closure alive forever. A failed record costs disk, not the container.
+    note_view_installed(config, &view);
+    cache.remember(&key, &view);
+    Ok(view)
+}
+
+/// nixlet's GC collects only what nixlet installed; a view nobody records would keep its whole
+/// closure alive forever. The record's last use also keeps GC's grace period over the view
+/// until the container's root exists. A failed record costs disk, not the container.
+fn note_view_installed(config: &NodeConfig, view: &StorePath) {
     if let Err(error) = nixlet_store::install_record::note_installed(
         &config.install_record(),
-        &view,
+        view,
         "environment view",
     ) {
         tracing::warn!(view = %view, error = %error, "cannot record the environment view as installed");
     }
-    Ok(view)
 }
 
 fn view_facts(view: &StorePath) -> ViewFacts {

@@ -5,7 +5,9 @@
 //! (containerd and runc move faster than the bindings), and runc must get back exactly what
 //! containerd wrote, plus nixlet's additions.
 
-use nixlet_manifest::StorePath;
+use std::path::PathBuf;
+
+use nixlet_manifest::{StorePath, STORE_DIR};
 use serde_json::{json, Map, Value};
 
 use crate::activation::{wrap_argv, DEFAULT_COMMAND_SENTINEL};
@@ -14,6 +16,27 @@ use crate::env_overlay::EnvOverlay;
 /// Read-only and without device nodes or setuid: a store path is data and programs, never a way
 /// to gain privilege. `rbind` so that anything mounted below a store path comes along.
 pub const STORE_MOUNT_OPTIONS: [&str; 4] = ["rbind", "ro", "nosuid", "nodev"];
+
+/// How the closure appears in the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreMounts {
+    /// The environment's store tree (a directory holding exactly the closure, see
+    /// `nixlet_store::store_tree`) bound on `/nix/store`: one mount, whatever the closure size,
+    /// and the rest of the host's store stays invisible as with per-path binds.
+    Tree(PathBuf),
+    /// One bind per closure path at its own path: the fallback when no tree can be built.
+    PerPath(Vec<StorePath>),
+}
+
+impl StoreMounts {
+    /// Mount entries this adds to the spec.
+    pub fn count(&self) -> usize {
+        match self {
+            StoreMounts::Tree(_) => 1,
+            StoreMounts::PerPath(paths) => paths.len(),
+        }
+    }
+}
 
 /// Annotation nixlet adds to the spec it rewrote, naming the environment generation used.
 pub const RESOLVED_ANNOTATION: &str = "nixlet.dev/resolved";
@@ -45,26 +68,35 @@ pub struct CommandPlan {
     pub working_dir: Option<String>,
 }
 
-/// Adds one read-only bind mount per closure path, applies the environment overlay and the
-/// command plan to the process, and records which environment generation was used.
+/// Adds the closure's read-only bind mount(s), applies the environment overlay and the command
+/// plan to the process, and records which environment generation was used.
 pub fn rewrite_spec(
     spec: &mut Value,
     overlay: &EnvOverlay,
-    closure: &[StorePath],
+    store: &StoreMounts,
     resolved: &str,
     command: &CommandPlan,
 ) -> Result<(), RewriteError> {
     let root = spec.as_object_mut().ok_or(RewriteError::NotAnObject)?;
 
     let mounts = array_field(root, "mounts")?;
-    for path in closure {
-        let path = path.to_string();
-        mounts.push(json!({
-            "destination": path,
+    let bind = |source: String, destination: String| {
+        json!({
+            "destination": destination,
             "type": "bind",
-            "source": path,
+            "source": source,
             "options": STORE_MOUNT_OPTIONS,
-        }));
+        })
+    };
+    match store {
+        StoreMounts::Tree(tree) => {
+            mounts.push(bind(tree.display().to_string(), STORE_DIR.to_string()));
+        }
+        StoreMounts::PerPath(closure) => {
+            for path in closure {
+                mounts.push(bind(path.to_string(), path.to_string()));
+            }
+        }
     }
 
     let process = object_field(root, "process")?;
@@ -191,11 +223,11 @@ mod tests {
         CommandPlan::default()
     }
 
-    fn closure() -> Vec<StorePath> {
-        vec![
+    fn closure() -> StoreMounts {
+        StoreMounts::PerPath(vec![
             StorePath::parse(HELLO).unwrap(),
             StorePath::parse(GLIBC).unwrap(),
-        ]
+        ])
     }
 
     /// The shape containerd's CRI plugin writes, trimmed, with a field no binding knows.
@@ -230,6 +262,24 @@ mod tests {
                  "options": ["rbind", "ro", "nosuid", "nodev"]},
             ])
         );
+    }
+
+    #[test]
+    fn a_store_tree_is_one_read_only_bind_on_the_store() {
+        let mut spec = cri_spec();
+        let tree = StoreMounts::Tree("/nix/var/nixlet/trees/0a1b2c3d".into());
+        rewrite_spec(&mut spec, &overlay(), &tree, "acme/web:3", &plain()).unwrap();
+        assert_eq!(
+            spec["mounts"],
+            json!([
+                {"destination": "/proc", "type": "proc", "source": "proc"},
+                {"destination": "/nix/store", "type": "bind",
+                 "source": "/nix/var/nixlet/trees/0a1b2c3d",
+                 "options": ["rbind", "ro", "nosuid", "nodev"]},
+            ])
+        );
+        assert_eq!(tree.count(), 1);
+        assert_eq!(closure().count(), 2);
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //! path in turn: take its path lock (skip it if a Nix process holds it), remove its database
 //! rows in one transaction (refused if a valid path still references it), move it to a
 //! temporary name (so the final name vanishes at once, and a crash leaves only an entry that
-//! `sweep_stale_entries` removes), delete it, and drop its install-record row. A dry run takes
-//! no lock and changes nothing.
+//! `sweep_stale_entries` removes), delete it, and drop its install-record row. Before the paths,
+//! the store trees of views no root points to go (`tree_sweep.rs`). A dry run takes no lock and
+//! changes nothing.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -24,6 +25,8 @@ use crate::invalidation::Invalidated;
 use crate::path_lock::{lock_path, PathLock};
 use crate::registration::NixDbWriter;
 use crate::store_graph::StoreGraph;
+use crate::store_tree::TreeError;
+use crate::tree_sweep::{sweep_trees, TreeSweep};
 use crate::StoreError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +38,8 @@ pub struct GcOptions {
     pub gcroots_dir: PathBuf,
     /// nixlet's record of the paths it installed.
     pub install_record: PathBuf,
+    /// Per-environment store trees (`store_tree.rs`); those of unrooted views are removed.
+    pub trees_dir: Option<PathBuf>,
     pub max_store_bytes: Option<u64>,
     pub min_free_bytes: Option<u64>,
     /// Paths used more recently than this are kept.
@@ -58,6 +63,8 @@ pub enum GcError {
     Record(#[from] RecordError),
     #[error(transparent)]
     Local(#[from] LocalError),
+    #[error(transparent)]
+    Tree(#[from] TreeError),
     #[error("cannot read the free space of {}: {source}", path.display())]
     FreeSpace {
         path: PathBuf,
@@ -90,6 +97,8 @@ pub struct GcReport {
     pub roots: usize,
     /// Leftovers of killed fetches removed from the store (temporary entries, lock files).
     pub swept_entries: usize,
+    /// Store trees removed (or to be removed) because no root points to their view.
+    pub trees: TreeSweep,
 }
 
 pub fn collect_garbage(options: &GcOptions) -> Result<GcReport, GcError> {
@@ -158,8 +167,14 @@ pub fn collect_garbage(options: &GcOptions) -> Result<GcReport, GcError> {
         free_bytes_after: free_bytes_before,
         roots: input.roots.len(),
         swept_entries: 0,
+        trees: TreeSweep::default(),
         plan,
     };
+    // Trees first: they hold links to store files, so removing them first is what lets the
+    // paths deleted below give their blocks back.
+    if let Some(trees_dir) = &options.trees_dir {
+        report.trees = sweep_trees(trees_dir, &input.roots, options.dry_run)?;
+    }
     if options.dry_run {
         report.deleted = report.plan.delete.clone();
         report.freed_bytes = report.plan.bytes;

@@ -28,6 +28,10 @@ pub mod trust;
 pub mod view_install;
 pub mod view_tree;
 
+// One bind mount per container: the closure as a hard-link farm, and its GC.
+pub mod store_tree;
+pub mod tree_sweep;
+
 // The bill of materials of an environment's closure.
 pub mod drv_name;
 pub mod environment_sbom;

@@ -8,7 +8,7 @@
 //! else on the machine). `NIXLET_E2E_FULL_GC=1` runs a real `nix-collect-garbage` instead, which
 //! deletes every unrooted path of this machine: only on a machine where nothing else runs.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -46,6 +46,16 @@ fn collect_garbage(closure: &[String]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The store tree of `view` in the node config's default trees directory.
+fn tree_of(view: &str) -> PathBuf {
+    let hash = view
+        .trim_start_matches("/nix/store/")
+        .split('-')
+        .next()
+        .unwrap_or_default();
+    Path::new("/nix/var/nixlet/trees").join(hash)
 }
 
 fn sleeper(name: &str, busybox: &str) -> ContainerSpec {
@@ -97,6 +107,14 @@ fn a_running_containers_closure_is_rooted_until_the_container_is_removed() {
             ];
             expected.sort();
             assert_eq!(closure, expected, "the view's closure");
+            // The container's /nix/store is the view's store tree: exactly that closure.
+            let tree = tree_of(&view);
+            let mut in_tree: Vec<String> = std::fs::read_dir(&tree)
+                .with_context(|| format!("reading the store tree {}", tree.display()))?
+                .map(|e| Ok(format!("/nix/store/{}", e?.file_name().to_string_lossy())))
+                .collect::<Result<_>>()?;
+            in_tree.sort();
+            assert_eq!(in_tree, expected, "the store tree of {view}");
 
             // From here on only what the node does keeps the closure: Nix sees nixlet's root
             // as a root of every path of it, and collecting garbage leaves all of it.
@@ -170,6 +188,10 @@ fn a_running_containers_closure_is_rooted_until_the_container_is_removed() {
             for path in &closure {
                 ensure!(!is_valid(path), "{path} still valid");
             }
+            // The tree outlives its store paths until `nixlet gc` (not run here: it would
+            // collect other tests' paths) removes it; this test removes its own.
+            ensure!(tree.is_dir(), "the tree went with the store paths");
+            std::fs::remove_dir_all(&tree)?;
             Ok(())
         },
     );

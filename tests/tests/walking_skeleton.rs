@@ -1,13 +1,16 @@
 //! The walking skeleton, end to end: a private containerd with the nixlet handler, real store
 //! paths, and a CRI client playing the kubelet. Each test runs its own node.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use nixlet_e2e::containerd_config::{NIXLET_HANDLER, RUNC_HANDLER};
 use nixlet_e2e::cri::{ContainerSpec, Cri, Pod};
 use nixlet_e2e::images::{BUSYBOX_IMAGE, EMPTY_IMAGE};
+use nixlet_e2e::mounts;
 use nixlet_e2e::nix_fixture::{expected_hello_output, Fixture};
 use nixlet_e2e::node::TestNode;
 use nixlet_e2e::node_config::manifest;
@@ -15,6 +18,9 @@ use nixlet_e2e::node_config::manifest;
 const ENVIRONMENT: &str = "nixlet.dev/environment";
 const FLOX_ENVIRONMENT: &str = "flox.dev/environment";
 const SKIP_CONTAINERS: &str = "nixlet.dev/skip-containers";
+
+/// The node config's default `[mounts] trees_dir`.
+const TREES_DIR: &str = "/nix/var/nixlet/trees";
 
 /// The tag of the main fixture, and what `hello` prints with it.
 const TAG: &str = "walking-skeleton";
@@ -77,7 +83,7 @@ fn hello_container(name: &str) -> ContainerSpec {
 
 /// (a) A nixlet pod on the empty image: `hello` is found through PATH and its closure (data,
 /// busybox) is mounted; `[vars]` are set and the pod's env wins; ExecSync sees the same PATH;
-/// the store is read-only inside the container.
+/// the store holds exactly the closure, through one read-only mount of the environment's tree.
 #[test]
 fn nixlet_pod_runs_an_environment_on_the_empty_image() {
     TestNode::run_test(
@@ -121,8 +127,8 @@ fn check_vars(cri: &Cri, pod: &Pod, fixture: &Fixture) -> Result<String> {
     Ok(path)
 }
 
-/// In a running container: ExecSync gets the same PATH and vars, the whole closure is mounted
-/// under /nix/store, and none of it is writable.
+/// In a running container: ExecSync gets the same PATH and vars, /nix/store is exactly the
+/// closure through one read-only mount that the host does not see, and none of it is writable.
 fn check_exec_and_read_only_store(
     cri: &Cri,
     pod: &Pod,
@@ -137,18 +143,56 @@ fn check_exec_and_read_only_store(
     let exec = cri.exec_sync(&id, &[&bb, "sh", "-c", "echo $PATH; echo $MESSAGE"])?;
     assert_eq!(exec.stdout, format!("{path}\nhello from nix and friends\n"));
 
-    let listing = cri.exec_sync(&id, &[&bb, "ls", "/nix/store"])?.stdout;
-    for store_path in fixture.hello_closure() {
-        let base = store_path.trim_start_matches("/nix/store/");
-        assert!(
-            listing.lines().any(|l| l == base),
-            "{base} not mounted; /nix/store has: {listing}"
-        );
-    }
+    // /nix/store holds exactly the closure (the environment's outputs' closure and its view),
+    // nothing else of the host's store.
+    let view = cri
+        .exec_sync(&id, &[&bb, "sh", "-c", "echo $NIXLET_ENV"])?
+        .stdout;
+    let mut expected = host_closure(&fixture.hello)?;
+    expected.insert(view.trim().to_owned());
+    assert!(expected.is_superset(&fixture.hello_closure()));
+    let listing: BTreeSet<String> = cri
+        .exec_sync(&id, &[&bb, "ls", "/nix/store"])?
+        .stdout
+        .lines()
+        .map(|base| format!("/nix/store/{base}"))
+        .collect();
+    assert_eq!(listing, expected, "/nix/store in the container");
+
+    // One read-only mount, whatever the closure's size: the environment's store tree.
+    let mountinfo = cri
+        .exec_sync(&id, &[&bb, "cat", "/proc/self/mountinfo"])?
+        .stdout;
+    let store_mounts: Vec<&str> = mountinfo
+        .lines()
+        .filter(|line| {
+            line.split(' ')
+                .nth(4)
+                .is_some_and(|point| point == "/nix/store" || point.starts_with("/nix/store/"))
+        })
+        .collect();
+    assert_eq!(store_mounts.len(), 1, "store mounts: {store_mounts:#?}");
+    let options = store_mounts[0].split(' ').nth(5).unwrap_or_default();
+    assert!(
+        options.split(',').any(|o| o == "ro")
+            && options.split(',').any(|o| o == "nosuid")
+            && options.split(',').any(|o| o == "nodev"),
+        "store mount options {options:?}"
+    );
+    // The container's mounts stay in its own namespace: none shows on the host.
+    let host = [
+        mounts::under(Path::new("/nix/store"))?,
+        mounts::under(Path::new(TREES_DIR))?,
+    ];
+    ensure!(
+        host.iter().all(Vec::is_empty),
+        "store mounts on the host: {host:?}"
+    );
 
     for file in [
         format!("{}/intruder", fixture.hello),
         format!("{}/share/message", fixture.data),
+        "/nix/store/intruder".to_owned(),
     ] {
         let write = cri.exec_sync(&id, &[&bb, "touch", &file])?;
         assert_ne!(write.exit_code, 0, "{file} is writable: {write:?}");
@@ -158,6 +202,88 @@ fn check_exec_and_read_only_store(
         );
     }
     Ok(())
+}
+
+/// The closure of `path` as host Nix sees it.
+fn host_closure(path: &str) -> Result<BTreeSet<String>> {
+    let out = Command::new("nix-store")
+        .args(["-qR", path])
+        .output()
+        .context("running nix-store -qR")?;
+    ensure!(out.status.success(), "nix-store -qR {path}: {out:?}");
+    Ok(String::from_utf8(out.stdout)?
+        .lines()
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Per-path mounts, chosen in the node config or forced by a trees directory on another
+/// filesystem (hard links cannot reach the store): the container still gets exactly its closure,
+/// read-only, one mount per path.
+#[test]
+fn per_path_mounts_by_config_and_as_fallback() {
+    TestNode::run_test("per_path_mounts_by_config_and_as_fallback", |node| {
+        let fixture = publish_hello(node, "acme/hello", TAG)?;
+        let other_fs = tempfile::tempdir_in("/dev/shm")?;
+        let configs = [
+            "[mounts]\nstrategy = \"per-path\"".to_owned(),
+            format!("[mounts]\ntrees_dir = \"{}\"", other_fs.path().display()),
+        ];
+        let cri = node.cri();
+        let bb = fixture.busybox_bin();
+        for (n, extra) in configs.iter().enumerate() {
+            node.set_node_config_extra(extra)?;
+            let pod = cri.run_pod(
+                &node
+                    .pod(&format!("per-path-{n}"), NIXLET_HANDLER)
+                    .annotation(ENVIRONMENT, "acme/hello"),
+            )?;
+            let server = ContainerSpec::new("server", EMPTY_IMAGE).command(&[&bb, "sleep", "3600"]);
+            let id = cri.run_container(&pod, &server)?;
+            let exec = cri.exec_sync(&id, &["hello"])?;
+            assert_eq!(exec.stdout, expected_hello_output(TAG), "{extra}: {exec:?}");
+            let view = cri
+                .exec_sync(&id, &[&bb, "sh", "-c", "echo $NIXLET_ENV"])?
+                .stdout;
+            let mut expected = host_closure(&fixture.hello)?;
+            expected.insert(view.trim().to_owned());
+            let mountinfo = cri
+                .exec_sync(&id, &[&bb, "cat", "/proc/self/mountinfo"])?
+                .stdout;
+            let store_mounts: BTreeSet<String> = mountinfo
+                .lines()
+                .filter(|line| {
+                    line.split(' ')
+                        .nth(5)
+                        .is_some_and(|o| o.split(',').any(|o| o == "ro"))
+                })
+                .filter_map(|line| line.split(' ').nth(4))
+                .filter(|point| point.starts_with("/nix/store/"))
+                .map(str::to_owned)
+                .collect();
+            assert_eq!(store_mounts, expected, "{extra}: read-only store mounts");
+            let write =
+                cri.exec_sync(&id, &[&bb, "touch", &format!("{}/intruder", fixture.hello)])?;
+            assert!(
+                write.stderr.contains("Read-only file system"),
+                "{extra}: {write:?}"
+            );
+            cri.stop_and_remove_pod(&pod.id)?;
+            ensure!(
+                node.mounts_of(&id)?.is_empty(),
+                "{extra}: rootfs still mounted"
+            );
+        }
+        let trees: Vec<_> = std::fs::read_dir(other_fs.path())?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|name| !name.starts_with('.'))
+            .collect();
+        ensure!(
+            trees.is_empty(),
+            "a tree was built across filesystems: {trees:?}"
+        );
+        Ok(())
+    });
 }
 
 /// The probe both handlers must run identically: output, PATH and the absence of /nix.

@@ -152,7 +152,7 @@ pub fn findings(report: &ScenarioReport) -> Vec<String> {
         median("nixlet: shim's own Create work (from its log)"),
     ) {
         out.push(format!(
-            "Where the difference goes (medians): RunPodSandbox {:+.1} ms (under the nixlet handler the sandbox's task is created through the nixlet shim, which starts the runc shim and waits for it to serve: one more process per pod); CreateContainer + StartContainer {:+.1} ms, of which {own:.1} ms is the nixlet shim's own Create work as it logs it (resolve the environment, read the closure from the Nix database, check the view, rewrite config.json) and the rest is runc performing the closure's bind mounts plus the extra forwarding hop.",
+            "Where the difference goes (medians): RunPodSandbox {:+.1} ms (under the nixlet handler the sandbox's task is created through the nixlet shim, which starts the runc shim and waits for it to serve: one more process per pod); CreateContainer + StartContainer {:+.1} ms, of which {own:.1} ms is the nixlet shim's own Create work as it logs it (resolve the environment, check the view and its store tree, rewrite config.json) and the rest is runc performing the store mount(s) plus the extra forwarding hop.",
             sandbox_n - sandbox_r,
             container_n - container_r
         ));
