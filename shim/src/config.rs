@@ -644,7 +644,6 @@ mod tests {
             parse("[log]\nlevel = \"loud\"\n").unwrap_err().to_string(),
             "node config /etc/nixlet/config.toml: log level \"loud\" is not one of error, warn, \
              info, debug, trace"
-
         );
     }
 
