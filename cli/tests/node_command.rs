@@ -23,10 +23,20 @@ fn release_dir() -> (tempfile::TempDir, PathBuf) {
 }
 
 fn nixlet(binary: &PathBuf, args: &[&str]) -> Output {
-    Command::new(binary)
-        .args(args)
-        .output()
-        .expect("run nixlet")
+    // Tests run on threads of one process: while one test writes its copy of the binary,
+    // another test's fork can inherit that write descriptor for the instant before its exec
+    // closes it, and exec of the freshly written copy then fails with ETXTBSY. Transient by
+    // nature, so retried.
+    let mut tries = 0;
+    loop {
+        match Command::new(binary).args(args).output() {
+            Err(error) if error.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            result => return result.expect("run nixlet"),
+        }
+    }
 }
 
 fn stdout(output: &Output) -> String {
