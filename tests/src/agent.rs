@@ -8,43 +8,12 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 
-use crate::shim_build::{target_dir, workspace_root};
+use crate::shim_build;
 use crate::wait;
-
-const CLI_PACKAGE: &str = "nixlet-cli";
-const CLI_BINARY: &str = "nixlet";
-
-/// `nixlet`, built at most once per test process.
-pub fn nixlet_binary() -> Result<PathBuf> {
-    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BUILT
-        .get_or_init(|| build().map_err(|e| format!("{e:#}")))
-        .clone()
-        .map_err(|e| anyhow!(e))
-}
-
-fn build() -> Result<PathBuf> {
-    eprintln!("nixlet-e2e: building {CLI_PACKAGE}");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let status = Command::new(cargo)
-        .args(["build", "-p", CLI_PACKAGE, "--bin", CLI_BINARY])
-        .current_dir(workspace_root())
-        .status()
-        .context("running cargo build")?;
-    if !status.success() {
-        bail!("cargo build -p {CLI_PACKAGE} failed ({status})");
-    }
-    let binary = target_dir()?.join("debug").join(CLI_BINARY);
-    if !binary.is_file() {
-        bail!("{} was not produced by the build", binary.display());
-    }
-    Ok(binary)
-}
 
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> Result<u16> {
@@ -62,7 +31,7 @@ impl NodeAgent {
     /// Starts `nixlet node run --config CONFIG` (host root `/`), whose config must set
     /// `[metrics] listen = "127.0.0.1:PORT"`; returns once `/metrics` answers.
     pub fn start(config: &Path, port: u16, log: &Path) -> Result<NodeAgent> {
-        let binary = nixlet_binary()?;
+        let binary = shim_build::cli_binary()?;
         let output = fs::File::create(log)?;
         let child = Command::new(binary)
             .args(["node", "run", "--host-root", "/", "--interval", "3600"])
