@@ -3,25 +3,13 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
-/// Runs a command; returns its stdout, or fails quoting its stderr.
-pub fn run(cmd: &mut Command) -> Result<String> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8(out.stdout)?)
-}
+/// Runs a command; returns its stdout, or fails quoting its stderr (the e2e harness's runner,
+/// re-exported so the bench's scenarios keep calling `nix_cli::run`).
+pub use nixlet_e2e::store_paths::run;
 
 /// `nix <args>` with the new CLI enabled whatever nix.conf says.
 pub fn nix_command() -> Command {
