@@ -5,6 +5,11 @@
 //! once), `TCP_NODELAY` for the small narinfo answers, and file bodies copied with
 //! `std::io::copy`, which Linux turns into `sendfile` from the page cache. It counts what it
 //! serves, so that a scenario can compare bytes downloaded with the size of a closure.
+//!
+//! It can also answer every request after a fixed delay ([`FileServer::start_with_latency`]):
+//! a cache one network round trip away, where what a client pays per request is the round trip
+//! rather than CPU. Only the answer is delayed, not the bytes after it, so this models latency
+//! and not a bandwidth limit.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -37,6 +42,11 @@ pub struct FileServer {
 impl FileServer {
     /// Serves the files below `root`.
     pub fn start(root: &Path) -> Result<Self> {
+        Self::start_with_latency(root, Duration::ZERO)
+    }
+
+    /// Serves the files below `root`, answering each request `latency` after it arrived.
+    pub fn start_with_latency(root: &Path, latency: Duration) -> Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1")?;
         let addr = listener.local_addr()?;
         let counters = Arc::new(Counters::default());
@@ -54,7 +64,7 @@ impl FileServer {
                     let Ok(stream) = stream else { continue };
                     let (root, counters) = (root.clone(), Arc::clone(&thread_counters));
                     thread::spawn(move || {
-                        let _ = serve_connection(stream, &root, &counters);
+                        let _ = serve_connection(stream, &root, &counters, latency);
                     });
                 }
             })?;
@@ -106,7 +116,12 @@ impl Drop for FileServer {
 }
 
 /// Answers requests on one connection until the client closes it or asks to.
-fn serve_connection(stream: TcpStream, root: &Path, counters: &Counters) -> io::Result<()> {
+fn serve_connection(
+    stream: TcpStream,
+    root: &Path,
+    counters: &Counters,
+    latency: Duration,
+) -> io::Result<()> {
     stream.set_nodelay(true)?;
     // A client that keeps an idle connection open must not pin a thread for ever.
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
@@ -118,6 +133,9 @@ fn serve_connection(stream: TcpStream, root: &Path, counters: &Counters) -> io::
         };
         counters.requests.fetch_add(1, Ordering::Relaxed);
         let keep_alive = request.keep_alive;
+        if !latency.is_zero() {
+            thread::sleep(latency);
+        }
         respond(&mut writer, root, &request, counters)?;
         if !keep_alive {
             return Ok(());
@@ -259,6 +277,24 @@ mod tests {
         );
         assert_eq!(server.body_bytes(), 10);
         assert_eq!(server.gets_per_path()["/nar/a.nar"], 2);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn answers_after_the_latency_it_was_given() {
+        let dir = std::env::temp_dir().join(format!("nixlet-bench-fsl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("a"), b"x").unwrap();
+        let server = FileServer::start_with_latency(&dir, Duration::from_millis(50)).unwrap();
+        let mut stream = TcpStream::connect(server.addr).unwrap();
+        let started = std::time::Instant::now();
+        assert_eq!(get(&mut stream, "/a"), "HTTP/1.1 200 OK|x");
+        assert_eq!(
+            get(&mut stream, "/missing"),
+            "HTTP/1.1 404 Not Found|not found\n"
+        );
+        // Each of the two answers waited at least the latency.
+        assert!(started.elapsed() >= Duration::from_millis(100));
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
