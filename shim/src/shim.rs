@@ -3,6 +3,11 @@
 //! `start` first runs the runc shim's own `start` (which writes `bundle/address`), then starts
 //! or reuses nixlet's daemon for the same group of containers, and writes nixlet's address last,
 //! so that containerd (also after a restart) talks to nixlet and nixlet to the runc shim.
+//!
+//! The first container of a pod (its sandbox) takes that whole path. Every later one finds the
+//! pod's two daemons already serving; then `start` only writes nixlet's address, which is all the
+//! runc shim's `start` and a second nixlet daemon would have ended up doing, without starting
+//! either process (a Go binary and a Rust one per container, on the path of every pod start).
 
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -15,7 +20,7 @@ use containerd_shim::asynchronous::{spawn, ExitSignal, Shim};
 use containerd_shim::protos::api::DeleteResponse;
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim::protos::protobuf::MessageField;
-use containerd_shim::{Config, Error, Flags, StartOpts};
+use containerd_shim::{socket_address, Config, Error, Flags, StartOpts};
 use tokio::io::AsyncReadExt;
 
 use crate::bundle;
@@ -71,23 +76,37 @@ impl Shim for NixletShim {
             .await
             .map_err(|error| Error::Other(format!("nixlet: read runtime options: {error}")))?;
 
+        let group = group_of_bundle(Path::new("."), &opts.id);
+        let running = PodShims::of(&opts, &group);
+        if running.both_serving().await {
+            tracing::debug!(container = %opts.id, address = %running.nixlet, "start: the pod's shims are running; reusing them");
+            std::fs::write("address", &running.nixlet)
+                .map_err(|error| Error::Other(format!("nixlet: write bundle address: {error}")))?;
+            return Ok(running.nixlet);
+        }
+
         let config =
             NodeConfig::load().map_err(|error| Error::Other(format!("nixlet: {error}")))?;
         let delegate_address = delegate::start(&config.runtime.delegate_shim, &self.args)
             .await
             .map_err(|error| Error::Other(format!("nixlet: {error}")))?;
 
-        delegate::wait_serving(&delegate_address, &opts.id)
-            .await
-            .map_err(|error| Error::Other(format!("nixlet: {error}")))?;
-
-        let grouping = format!("nixlet-{}", group_of_bundle(Path::new("."), &opts.id));
-        let address = spawn(
-            opts,
-            &grouping,
-            vec![(DELEGATE_ADDRESS_ENV, delegate_address.as_str())],
-        )
-        .await?;
+        // nixlet's daemon starts while the runc shim's comes up: neither waits for the other,
+        // only the address file must wait for the runc daemon (see `wait_serving`).
+        let id = opts.id.clone();
+        let grouping = nixlet_grouping(&group);
+        let (serving, address) = tokio::join!(
+            delegate::wait_serving(&delegate_address, &id),
+            spawn(
+                opts,
+                &grouping,
+                vec![(DELEGATE_ADDRESS_ENV, delegate_address.as_str())],
+            )
+        );
+        // A nixlet daemon started for a runc shim that never answered exits on its own once it
+        // sees the runc socket gone (`exit_with_delegate`).
+        serving.map_err(|error| Error::Other(format!("nixlet: {error}")))?;
+        let address = address?;
         std::fs::write("address", &address)
             .map_err(|error| Error::Other(format!("nixlet: write bundle address: {error}")))?;
         Ok(address)
@@ -147,6 +166,43 @@ fn killed_response() -> DeleteResponse {
     }
 }
 
+/// nixlet's own group id for a runc shim group: another socket than the runc shim's.
+fn nixlet_grouping(group: &str) -> String {
+    format!("nixlet-{group}")
+}
+
+/// The sockets of one pod's (one group's) nixlet daemon and runc shim daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PodShims {
+    nixlet: String,
+    /// Where the runc shim's `start` puts its daemon: the Go shim derives the socket the same
+    /// way from the same inputs.
+    runc: String,
+}
+
+impl PodShims {
+    fn of(opts: &StartOpts, group: &str) -> Self {
+        PodShims {
+            nixlet: socket_address(&opts.address, &opts.namespace, &nixlet_grouping(group)),
+            runc: socket_address(&opts.address, &opts.namespace, group),
+        }
+    }
+
+    /// Both accept connections. A runc shim that died is not reused even while its nixlet
+    /// daemon has not noticed yet: the full path then starts a new one, as the runc shim's own
+    /// `start` would.
+    async fn both_serving(&self) -> bool {
+        let sockets = [self.nixlet.clone(), self.runc.clone()];
+        tokio::task::spawn_blocking(move || {
+            sockets.iter().all(|address| {
+                UnixStream::connect(address.strip_prefix("unix://").unwrap_or(address)).is_ok()
+            })
+        })
+        .await
+        .unwrap_or(false)
+    }
+}
+
 /// The group id the runc shim will use for this bundle's container.
 fn group_of_bundle(bundle: &Path, id: &str) -> String {
     bundle::read_spec(bundle)
@@ -201,5 +257,47 @@ mod tests {
         )
         .unwrap();
         assert_eq!(group_of_bundle(bundle.path(), "c1"), "g");
+    }
+
+    fn start_opts(address: &str) -> StartOpts {
+        StartOpts {
+            id: "c2".into(),
+            address: address.into(),
+            namespace: "k8s.io".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_pod_shims_are_nixlets_and_the_runc_shims_group_sockets() {
+        let shims = PodShims::of(&start_opts("/run/containerd/containerd.sock"), "pod1");
+        assert_eq!(
+            shims.nixlet,
+            socket_address("/run/containerd/containerd.sock", "k8s.io", "nixlet-pod1")
+        );
+        assert_eq!(
+            shims.runc,
+            socket_address("/run/containerd/containerd.sock", "k8s.io", "pod1")
+        );
+        assert_ne!(shims.nixlet, shims.runc);
+    }
+
+    #[tokio::test]
+    async fn shims_are_reused_only_while_both_accept_connections() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name).display().to_string();
+        let shims = PodShims {
+            nixlet: format!("unix://{}", path("nixlet.sock")),
+            runc: format!("unix://{}", path("runc.sock")),
+        };
+        assert!(!shims.both_serving().await, "neither socket exists");
+        let nixlet = std::os::unix::net::UnixListener::bind(path("nixlet.sock")).unwrap();
+        assert!(!shims.both_serving().await, "the runc shim is not there");
+        let runc = std::os::unix::net::UnixListener::bind(path("runc.sock")).unwrap();
+        assert!(shims.both_serving().await);
+        // A dead runc shim leaves its socket file behind, refusing connections.
+        drop(runc);
+        assert!(!shims.both_serving().await, "the runc shim died");
+        drop(nixlet);
     }
 }
