@@ -49,6 +49,7 @@ mod gc_sweep;
 pub mod install_record;
 mod invalidation;
 pub mod nix_cli_backend;
+mod process_tree;
 pub mod store_graph;
 
 pub use error::StoreError;

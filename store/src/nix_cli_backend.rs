@@ -182,12 +182,16 @@ impl NixCliSubstituter {
                 program: program.to_path_buf(),
                 source,
             })?;
-        let group = ProcessGroup(child.id().and_then(|id| Pid::from_raw(id as i32)));
-        tracing::debug!(substituter = %self.url, command, pgid = ?group.0.map(|p| p.as_raw_nonzero()), timeout_s = self.timeout.as_secs(), "started");
+        let mut group = ProcessGroup {
+            pgid: child.id().and_then(|id| Pid::from_raw(id as i32)),
+            leader_alive: true,
+        };
+        tracing::debug!(substituter = %self.url, command, pgid = ?group.pgid.map(|p| p.as_raw_nonzero()), timeout_s = self.timeout.as_secs(), "started");
         // Both pipes are drained while the command runs: a full pipe would block it.
         let (stdout, stderr) = (read_all(child.stdout.take()), read_all(child.stderr.take()));
         match tokio::time::timeout(self.timeout, child.wait()).await {
             Ok(Ok(status)) => {
+                group.leader_alive = false;
                 group.kill();
                 let stderr = stderr.await.unwrap_or_default();
                 let stdout = stdout.await.unwrap_or_default();
@@ -207,6 +211,7 @@ impl NixCliSubstituter {
                 tracing::warn!(substituter = %self.url, command, timeout_s = self.timeout.as_secs(), "timed out; killing its process group");
                 group.kill();
                 let _ = child.wait().await;
+                group.leader_alive = false;
                 group.wait_gone(Duration::from_secs(5)).await;
                 Err(NixCliError::TimedOut {
                     command,
@@ -231,12 +236,20 @@ where
     })
 }
 
-/// The process group of one `nix-store`, killed when dropped.
-struct ProcessGroup(Option<Pid>);
+/// The process group of one Nix command, killed when dropped.
+struct ProcessGroup {
+    pgid: Option<Pid>,
+    /// Until the leader is reaped its descendants can be found (`process_tree.rs`), builders
+    /// that left the group included.
+    leader_alive: bool,
+}
 
 impl ProcessGroup {
     fn kill(&self) {
-        if let Some(pgid) = self.0 {
+        let Some(pgid) = self.pgid else { return };
+        if self.leader_alive {
+            crate::process_tree::kill_tree(pgid);
+        } else {
             // ESRCH: nothing left in the group, which is the usual case after a clean exit.
             let _ = rustix::process::kill_process_group(pgid, Signal::KILL);
         }
@@ -244,7 +257,7 @@ impl ProcessGroup {
 
     /// Waits until no process of the group remains (orphans are reaped by init).
     async fn wait_gone(&self, limit: Duration) {
-        let Some(pgid) = self.0 else { return };
+        let Some(pgid) = self.pgid else { return };
         let deadline = Instant::now() + limit;
         while rustix::process::test_kill_process_group(pgid).is_ok() {
             if Instant::now() >= deadline {

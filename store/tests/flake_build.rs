@@ -33,7 +33,13 @@ struct LocalFlake {
 }
 
 impl LocalFlake {
+    /// A flake whose package writes `built <tag>` to `out`.
     fn create(tag: &str) -> LocalFlake {
+        LocalFlake::with_script(tag, &format!("echo built {tag} > $out; echo doc > $doc"))
+    }
+
+    /// A flake whose package's builder runs `script`.
+    fn with_script(tag: &str, script: &str) -> LocalFlake {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("bb")).unwrap();
         std::fs::copy(prereq::BUSYBOX, dir.path().join("bb/busybox")).unwrap();
@@ -58,7 +64,7 @@ impl LocalFlake {
       system = "{system}";
       outputs = [ "out" "doc" ];
       builder = "${{./bb}}/busybox";
-      args = [ "sh" "-c" "echo built {tag} > $out; echo doc > $doc" ];
+      args = [ "sh" "-c" "{script}" ];
     }};
   }};
 }}
@@ -135,6 +141,12 @@ impl Drop for LocalFlake {
         paths.sort();
         paths.dedup();
         nix_fixture::delete_paths(&paths);
+        // A killed build leaves Nix's per-output lock files, as any crash of Nix does.
+        for name in nix_fixture::store_entries_like(&self.tag) {
+            if name.ends_with(".lock") {
+                let _ = std::fs::remove_file(Path::new("/nix/store").join(name));
+            }
+        }
         let left = nix_fixture::store_entries_like(&self.tag);
         assert!(
             left.is_empty() || std::thread::panicking(),
@@ -164,11 +176,15 @@ fn empty_cache(dir: &Path) -> String {
 }
 
 fn nix_cli(url: &str, build_flakes: bool) -> SubstituterConfig {
+    nix_cli_with_timeout(url, build_flakes, 120)
+}
+
+fn nix_cli_with_timeout(url: &str, build_flakes: bool, timeout_secs: u64) -> SubstituterConfig {
     SubstituterConfig {
         url: url.to_string(),
         trusted_keys: vec![KEY.to_string()],
         backend: SubstituterBackend::NixCli,
-        timeout_secs: Some(120),
+        timeout_secs: Some(timeout_secs),
         build_flakes,
         ..SubstituterConfig::default()
     }
@@ -304,4 +320,53 @@ async fn a_lock_naming_other_outputs_than_the_flake_builds_is_refused() {
     let roots_of_actual = nix(&["nix-store", "--query", "--roots", &actual.to_string()]);
     assert_eq!(roots_of_actual.trim(), "", "{actual} is rooted");
     assert_eq!(processes_mentioning(&flake.tag), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_hanging_build_is_killed_with_its_builder_at_the_timeout() {
+    if !prereq::ready("a_hanging_build_is_killed_with_its_builder_at_the_timeout") {
+        return;
+    }
+    // A sleep no other process on the host has: Nix runs the builder in a session of its own,
+    // so this is what would survive a kill of `nix`'s process group alone.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let sleep = format!("sleep {}", 100_000 + nanos % 100_000);
+    let flake = LocalFlake::with_script(
+        &nix_fixture::unique_tag("flakehang"),
+        &format!("{sleep}; echo > $out; echo > $doc"),
+    );
+    let state = tempfile::tempdir().unwrap();
+    let cache = empty_cache(state.path());
+    let fetcher =
+        Fetcher::new(vec![nix_cli_with_timeout(&cache, true, 3)], test_options()).unwrap();
+    let started = std::time::Instant::now();
+    let error = fetcher
+        .fetch_closure_with_progress(
+            &flake.roots(),
+            &[flake.recipe(flake.outputs.clone())],
+            Arc::default(),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains(&format!(
+            "building it from flake {}#{} failed: with substituter {cache}: `nix build` timed \
+             out after 3s; its process group was killed",
+            flake.locked_url, flake.attr_path
+        )),
+        "{error}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    // Orphans are reaped by init shortly after the kill.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !processes_mentioning(&sleep).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(processes_mentioning(&sleep), Vec::<String>::new());
+    assert_eq!(processes_mentioning(&flake.tag), Vec::<String>::new());
+    assert!(flake.outputs.values().all(|p| !is_valid(p)));
 }
