@@ -63,7 +63,7 @@ impl LocalFlake {
       name = "nixlet-flake-{tag}";
       system = "{system}";
       outputs = [ "out" "doc" ];
-      builder = "${{./bb}}/busybox";
+      builder = "${{self}}/bb/busybox";
       args = [ "sh" "-c" "{script}" ];
     }};
   }};
