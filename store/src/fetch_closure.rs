@@ -272,7 +272,7 @@ impl Fetcher {
             environment: recipe.environment.clone(),
             install_id: recipe.install_id.clone(),
             installable: recipe.flake.to_string(),
-            problem,
+            problem: Box::new(problem),
             substitution: Box::new(substitution),
         })
     }

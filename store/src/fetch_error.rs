@@ -63,7 +63,7 @@ pub enum FetchError {
         install_id: String,
         /// `<locked-url>#<attr-path>`.
         installable: String,
-        problem: FlakeBuildProblem,
+        problem: Box<FlakeBuildProblem>,
         /// Why the caches could not deliver it: logged, not shown (the build is what failed last).
         substitution: Box<FetchError>,
     },

@@ -74,11 +74,7 @@ fn make_flake(dir: &Path, tag: &str, cleanup: &StoreCleanup) -> Result<LockedFla
     cleanup.paths([metadata["path"].as_str().context("no path")?.to_owned()]);
     let attr_path = format!("packages.{system}.default");
     let eval = |attr: &str| -> Result<String> {
-        Ok(flakes(&[
-            "eval",
-            "--raw",
-            &format!("{locked_url}#{attr_path}.{attr}"),
-        ])?)
+        flakes(&["eval", "--raw", &format!("{locked_url}#{attr_path}.{attr}")])
     };
     let out = eval("outPath")?;
     cleanup.paths([out.clone(), eval("drvPath")?]);
