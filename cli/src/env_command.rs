@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::Subcommand;
 use nixlet_manifest::{EnvRef, ResolvedEnv};
 use nixlet_shim::config::NodeConfig;
-use nixlet_store::{FetchProgress, Fetcher, LocalStore};
+use nixlet_store::{FetchProgress, Fetcher, FlakeRecipe, LocalStore};
 
 use crate::fetch_progress_bar::{human_bytes, Reporter};
 
@@ -85,13 +85,15 @@ impl EnvCommand {
 fn fetch(config: &NodeConfig, reference: &str) -> Result<()> {
     let env = resolve(config, reference)?;
     let roots = env.store_paths();
+    // As Create: a node that builds flakes builds those no cache has.
+    let recipes = FlakeRecipe::of_environment(&env);
     let fetcher = Fetcher::new(config.substituters.clone(), config.fetch_options())
         .context("node config substituters")?;
     let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
     let progress = Arc::new(FetchProgress::default());
     let mut reporter = Reporter::for_this_terminal(Arc::clone(&progress));
     let result = runtime.block_on(async {
-        let fetch = fetcher.fetch_closure_with_progress(&roots, progress);
+        let fetch = fetcher.fetch_closure_with_progress(&roots, &recipes, progress);
         tokio::pin!(fetch);
         let mut ticker = tokio::time::interval(reporter.interval());
         loop {

@@ -9,6 +9,7 @@
 pub mod annotations;
 mod containerize;
 mod dir_source;
+mod flake_installable;
 mod http_auth;
 mod http_source;
 mod install_descriptor;
@@ -38,6 +39,7 @@ pub use annotations::{
 };
 pub use containerize::ContainerizeConfig;
 pub use dir_source::{DirSource, CURRENT_FILE, LOCK_FILE, MANIFEST_FILE};
+pub use flake_installable::FlakeInstallable;
 pub use http_source::{validate_base_url, HttpSource, HttpSourceError, HttpSourceOptions};
 pub use install_descriptor::{InstallDescriptor, PackageSource, SelectedOutputs, DEFAULT_PRIORITY};
 pub use lock::{LockError, Lockfile};

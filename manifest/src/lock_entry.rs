@@ -12,6 +12,7 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
+use crate::flake_installable::FlakeInstallable;
 use crate::store_path::{StorePath, StorePathError};
 
 /// The output name a store-path entry's one path is given.
@@ -51,6 +52,8 @@ pub struct LockEntry {
     pub outputs_to_install: Option<Vec<String>>,
     /// Flake entries only: the outputs the user asked for when the flake was locked.
     pub requested_outputs: Option<Vec<String>>,
+    /// Flake entries only: the locked flake and attribute the outputs were evaluated from.
+    pub flake: Option<FlakeInstallable>,
     /// Metadata for messages, when the entry has it.
     pub pname: Option<String>,
     pub version: Option<String>,
@@ -129,6 +132,7 @@ impl LockEntry {
                 outputs: BTreeMap::from([(STORE_PATH_OUTPUT.to_string(), store_path)]),
                 outputs_to_install: Some(vec![STORE_PATH_OUTPUT.to_string()]),
                 requested_outputs: None,
+                flake: None,
                 pname,
                 version,
             });
@@ -144,10 +148,17 @@ impl LockEntry {
             Some(key) => reader.output_list(key, &outputs)?,
             None => None,
         };
-        if kind == LockEntryKind::Flake {
+        let flake = if kind == LockEntryKind::Flake {
             // Not used, but a flake entry without its output order is not one Flox wrote.
             reader.optional_string_list("output-names")?;
-        }
+            // Flox writes both; a node that builds flakes needs both to know what to build.
+            Some(FlakeInstallable {
+                locked_url: reader.required_string("locked-url")?,
+                attr_path: reader.required_string("locked-flake-attr-path")?,
+            })
+        } else {
+            None
+        };
         Ok(LockEntry {
             install_id,
             system,
@@ -155,6 +166,7 @@ impl LockEntry {
             outputs,
             outputs_to_install,
             requested_outputs,
+            flake,
             pname,
             version,
         })
@@ -398,6 +410,15 @@ mod tests {
         assert_eq!(entry.kind, LockEntryKind::Flake);
         assert_eq!(entry.outputs_to_install, Some(vec!["bin".to_string()]));
         assert_eq!(entry.requested_outputs, Some(vec!["out".to_string()]));
+        let flake = entry.flake.unwrap();
+        assert_eq!(
+            flake.to_string(),
+            "github:jqlang/jq/b33a7d5a5ab5a0b5f57d6f8f8a3a3d3a7a1b2c3d#packages.aarch64-linux.default"
+        );
+        assert_eq!(
+            problem(without(value.clone(), "locked-flake-attr-path")),
+            "flake entry has no \"locked-flake-attr-path\""
+        );
         assert_eq!(
             problem(with(value.clone(), "output-names", json!("bin"))),
             "flake entry: \"output-names\" must be an array of strings, not a string"

@@ -133,6 +133,7 @@ mod tests {
             outputs_to_install: to_install
                 .map(|names| names.iter().map(|n| n.to_string()).collect()),
             requested_outputs: None,
+            flake: None,
             pname: None,
             version: None,
         }

@@ -116,6 +116,7 @@ pub(crate) fn resolve_packages(
         let entry = entries.get(install_id.as_str()).copied();
         let outputs = package_outputs(install_id, descriptor, entry, lock.is_some(), system)?;
         packages.push(ResolvedPackage {
+            flake: entry.and_then(|entry| entry.flake.clone()),
             install_id: install_id.clone(),
             // The lock's `priority` is Flox's copy of this one, and the manifests agree; the
             // descriptor also covers unlocked store paths and flake entries without one.
@@ -360,6 +361,18 @@ mod tests {
             packages[2].outputs[0].store_path.to_string(),
             curl["outputs"]["bin"].as_str().unwrap()
         );
+        // Only the flake package says which flake it comes from (what a node may build).
+        let jq = entry_mut(&mut lock.clone(), "jq", "x86_64-linux").clone();
+        let flake = packages[1].flake.as_ref().unwrap();
+        assert_eq!(flake.locked_url, jq["locked-url"].as_str().unwrap());
+        assert_eq!(
+            flake.attr_path,
+            jq["locked-flake-attr-path"].as_str().unwrap()
+        );
+        assert!(packages
+            .iter()
+            .filter(|p| p.install_id != "jq")
+            .all(|p| p.flake.is_none()));
     }
 
     #[test]

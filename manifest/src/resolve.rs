@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use sha2::{Digest, Sha256};
 
 use crate::containerize::ContainerizeConfig;
+use crate::flake_installable::FlakeInstallable;
 use crate::lock::{LockError, Lockfile};
 use crate::manifest::{Manifest, ManifestError};
 use crate::outputs::ResolvedOutput;
@@ -23,6 +24,9 @@ pub struct ResolvedPackage {
     pub priority: u32,
     /// The realised outputs: those to install first, then the others by name.
     pub outputs: Vec<ResolvedOutput>,
+    /// For a flake entry of the lock, the flake its outputs come from: what a node that builds
+    /// flakes runs `nix build` on when no cache has them.
+    pub flake: Option<FlakeInstallable>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -345,6 +349,7 @@ mod tests {
                 store_path: StorePath::parse(store_path).unwrap(),
                 to_install: true,
             }],
+            flake: None,
         }
     }
 

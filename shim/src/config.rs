@@ -540,10 +540,16 @@ mod tests {
             url = "http://127.0.0.1:5000"
             trusted_keys = ["cache-1:AAAA"]
             priority = 10
+            [[substituters]]
+            url = "file:///srv/nix-cache"
+            backend = "nix-cli"
+            build_flakes = true
             "#,
         )
         .unwrap();
-        assert_eq!(config.substituters.len(), 1);
+        assert_eq!(config.substituters.len(), 2);
+        assert!(!config.substituters[0].build_flakes);
+        assert!(config.substituters[1].build_flakes);
         assert_eq!(config.substituters[0].url, "http://127.0.0.1:5000");
         assert_eq!(config.substituters[0].priority, Some(10));
         let options = config.fetch_options();

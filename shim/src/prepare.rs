@@ -14,7 +14,7 @@ use nixlet_store::environment_sbom::environment_sbom;
 use nixlet_store::sbom::SBOM_VIEW_PATH;
 use nixlet_store::view_install::install_view;
 use nixlet_store::view_tree::{ViewFile, ViewInput, ViewTree};
-use nixlet_store::{FetchError, Fetcher};
+use nixlet_store::{FetchError, Fetcher, FlakeRecipe};
 use serde_json::Value;
 
 use crate::activation::activation_files;
@@ -106,8 +106,10 @@ pub async fn prepare_bundle(
     if !config.substituters.is_empty() {
         let fetcher = Fetcher::new(config.substituters.clone(), config.fetch_options())
             .map_err(|error| fail(Phase::Fetch, &error))?;
+        // The flake packages' recipes, for a node whose nix-cli substituter builds flakes.
+        let recipes = FlakeRecipe::of_environment(&env);
         let summary = fetcher
-            .fetch_closure(&roots)
+            .fetch_closure_with_progress(&roots, &recipes, Default::default())
             .await
             .map_err(|error| fail(fetch_phase(&error), &error))?;
         tracing::info!(
@@ -116,6 +118,7 @@ pub async fn prepare_bundle(
             environment = %env.display_name(),
             fetched = summary.paths_fetched,
             already_valid = summary.paths_already_valid,
+            built = summary.paths_built,
             bytes = summary.bytes_downloaded,
             elapsed_ms = summary.elapsed.as_millis() as u64,
             "closure ready"
@@ -179,6 +182,8 @@ fn fetch_phase(error: &FetchError) -> Phase {
     use nixlet_store::FetchCause as Cause;
     match error {
         FetchError::Install { .. } | FetchError::Local(_) => Phase::Install,
+        // A build that does not give the locked paths is a verification failure too.
+        FetchError::FlakeBuild { problem, .. } if problem.is_mismatch() => Phase::Verify,
         FetchError::Path { cause, .. } => match **cause {
             Cause::Unsigned
             | Cause::UnsignedNotContentAddressed { .. }

@@ -22,6 +22,7 @@ use tokio::task::JoinSet;
 use crate::fetch_error::{FetchCause, FetchError, LocalError};
 use crate::fetch_path::{blocking, fetch_path, lock_db, PathOutcome, PathPlan, PathState, Run};
 use crate::fetch_progress::FetchProgress;
+use crate::flake_build::{self, FlakeRecipe};
 use crate::http_client::{HttpClient, RetryPolicy};
 use crate::install::StoreDir;
 use crate::install_record::{now_secs, InstallRecord};
@@ -82,6 +83,9 @@ impl Default for FetchOptions {
 pub struct FetchSummary {
     /// Paths this call downloaded and installed.
     pub paths_fetched: usize,
+    /// Paths `nix build` made valid for flake packages no cache had (`flake_build.rs`): their
+    /// outputs, and whatever Nix substituted or built for them.
+    pub paths_built: usize,
     /// Paths of the closure that were valid already (or were installed meanwhile by another
     /// process).
     pub paths_already_valid: usize,
@@ -166,15 +170,157 @@ impl Fetcher {
 
     /// Makes every path of the closure of `roots` valid in `/nix/store`.
     pub async fn fetch_closure(&self, roots: &[StorePath]) -> Result<FetchSummary, FetchError> {
-        self.fetch_closure_with_progress(roots, Arc::default())
+        self.fetch_closure_with_progress(roots, &[], Arc::default())
             .await
     }
 
-    /// [`Fetcher::fetch_closure`], updating `progress` as it goes.
+    /// [`Fetcher::fetch_closure`], updating `progress` as it goes, and building on the node
+    /// those of the `recipes` (an environment's flake packages, whose outputs are among `roots`)
+    /// that no cache has, when a `nix-cli` substituter has `build_flakes = true`.
     ///
-    /// When nixlet's own fetch fails and the node has `nix-cli` substituters, they are tried in
-    /// turn (`nix_cli_backend.rs`); the closure is then checked again as a native fetch would.
+    /// Order: nixlet's own fetch; when it fails, each `nix-cli` substituter's
+    /// `nix-store --realise`; when those fail too, `nix build` of the flake packages whose
+    /// outputs are still missing (`flake_build.rs`), then both again for the rest of the
+    /// closure. Each success is checked again as a native fetch would.
     pub async fn fetch_closure_with_progress(
+        &self,
+        roots: &[StorePath],
+        recipes: &[FlakeRecipe],
+        progress: Arc<FetchProgress>,
+    ) -> Result<FetchSummary, FetchError> {
+        let started = Instant::now();
+        let substitution = match self.substitute(roots, Arc::clone(&progress)).await {
+            Ok(summary) => return Ok(summary),
+            Err(error) => error,
+        };
+        let paths_built = match self.build_flakes(recipes, substitution).await {
+            Ok(built) => built,
+            Err(error) => return Err(*error),
+        };
+        let mut summary = self.substitute(roots, progress).await?;
+        summary.paths_built = paths_built;
+        summary.paths_already_valid = summary.paths_already_valid.saturating_sub(paths_built);
+        summary.elapsed = started.elapsed();
+        Ok(summary)
+    }
+
+    /// Builds the recipes whose outputs are not valid with the first `build_flakes` substituter
+    /// (by priority) that succeeds; returns how many paths the builds made valid. `Err` is the
+    /// error to report: `substitution` itself when there is nothing to build or nobody to
+    /// build it.
+    async fn build_flakes(
+        &self,
+        recipes: &[FlakeRecipe],
+        substitution: FetchError,
+    ) -> Result<usize, Box<FetchError>> {
+        let builders: Vec<&NixCliSubstituter> = self
+            .inner
+            .nix_cli
+            .iter()
+            .filter(|cli| cli.build_flakes)
+            .collect();
+        let missing = self.recipes_missing(recipes).await;
+        if builders.is_empty() || missing.is_empty() {
+            return Err(Box::new(substitution));
+        }
+        tracing::warn!(error = %substitution, flake_packages = missing.len(), "no cache delivered the closure; building flake packages");
+        let require_signatures = self.inner.options.require_signatures;
+        let mut paths_built = 0;
+        for recipe in missing {
+            let since = now_secs();
+            let mut failures = Vec::new();
+            let mut outcome = None;
+            for cli in &builders {
+                match flake_build::build(cli, recipe, require_signatures).await {
+                    Ok(built) => {
+                        outcome = Some((cli, built));
+                        break;
+                    }
+                    // Another substituter may have what this one lacked.
+                    Err(flake_build::FlakeBuildProblem::Nix(mut failed)) => {
+                        failures.append(&mut failed)
+                    }
+                    // The recipe itself is unusable: the same with any substituter.
+                    Err(problem) => return Err(self.flake_error(recipe, problem, substitution)),
+                }
+            }
+            let Some((cli, built)) = outcome else {
+                let problem = flake_build::FlakeBuildProblem::Nix(failures);
+                return Err(self.flake_error(recipe, problem, substitution));
+            };
+            // What Nix made valid, right or wrong, is nixlet's doing: recorded so that nixlet
+            // gc reclaims it once unused (a wrong output is then never rooted by anyone).
+            let reported: Vec<StorePath> = built.values().cloned().collect();
+            let closure = self.valid_closure(&reported).await;
+            let origin = format!("nix build {} (via {})", recipe.flake, cli.url);
+            paths_built += self.note_nix_cli_installs(&closure, since, &origin).await;
+            if let Err(problem) = recipe.check_built(&built) {
+                return Err(self.flake_error(recipe, problem, substitution));
+            }
+            tracing::info!(environment = %recipe.environment, install_id = %recipe.install_id, flake = %recipe.flake, "flake package built as locked");
+        }
+        Ok(paths_built)
+    }
+
+    fn flake_error(
+        &self,
+        recipe: &FlakeRecipe,
+        problem: flake_build::FlakeBuildProblem,
+        substitution: FetchError,
+    ) -> Box<FetchError> {
+        Box::new(FetchError::FlakeBuild {
+            environment: recipe.environment.clone(),
+            install_id: recipe.install_id.clone(),
+            installable: recipe.flake.to_string(),
+            problem: Box::new(problem),
+            substitution: Box::new(substitution),
+        })
+    }
+
+    /// The recipes with an output the Nix database does not hold as valid.
+    async fn recipes_missing<'a>(&self, recipes: &'a [FlakeRecipe]) -> Vec<&'a FlakeRecipe> {
+        if recipes.is_empty() {
+            return Vec::new();
+        }
+        let db = self.inner.options.nix_db.clone();
+        let outputs: Vec<StorePath> = recipes
+            .iter()
+            .flat_map(|recipe| recipe.outputs.values().cloned())
+            .collect();
+        let valid: BTreeSet<StorePath> = tokio::task::spawn_blocking(move || {
+            crate::store_graph::path_infos(&db, &outputs).map(|infos| {
+                infos
+                    .into_iter()
+                    .filter(|(_, info)| info.is_some())
+                    .map(|(path, _)| path)
+                    .collect()
+            })
+        })
+        .await
+        .ok()
+        .and_then(Result::ok)
+        // No database: nothing is valid, and `nix build` will say why it cannot run.
+        .unwrap_or_default();
+        recipes
+            .iter()
+            .filter(|recipe| recipe.outputs.values().any(|path| !valid.contains(path)))
+            .collect()
+    }
+
+    /// The closure of `paths` in the Nix database; just `paths` if it cannot be read.
+    async fn valid_closure(&self, paths: &[StorePath]) -> Vec<StorePath> {
+        let store = crate::LocalStore::new(&self.inner.options.nix_db);
+        let queried = paths.to_vec();
+        tokio::task::spawn_blocking(move || store.closure(&queried))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_else(|| paths.to_vec())
+    }
+
+    /// nixlet's own fetch, then, when it fails, each `nix-cli` substituter's `nix-store
+    /// --realise` in turn (`nix_cli_backend.rs`).
+    async fn substitute(
         &self,
         roots: &[StorePath],
         progress: Arc<FetchProgress>,
@@ -196,7 +342,11 @@ impl Fetcher {
                 Ok(()) => {
                     let mut summary = self.fetch_native(roots, progress).await?;
                     let installed = self
-                        .note_nix_cli_installs(&summary.closure, since, &cli.url)
+                        .note_nix_cli_installs(
+                            &summary.closure,
+                            since,
+                            &format!("nix-cli {}", cli.url),
+                        )
                         .await;
                     summary.paths_fetched += installed;
                     summary.paths_already_valid =
@@ -222,11 +372,16 @@ impl Fetcher {
     }
 
     /// Records the paths of `closure` that Nix registered since `since` as nixlet's (it fetched
-    /// them on nixlet's behalf); returns how many.
-    async fn note_nix_cli_installs(&self, closure: &[StorePath], since: i64, url: &str) -> usize {
+    /// or built them on nixlet's behalf), from `origin`; returns how many.
+    async fn note_nix_cli_installs(
+        &self,
+        closure: &[StorePath],
+        since: i64,
+        origin: &str,
+    ) -> usize {
         let options = &self.inner.options;
         let (db, record) = (options.nix_db.clone(), options.install_record.clone());
-        let (closure, origin) = (closure.to_vec(), format!("nix-cli {url}"));
+        let (closure, origin) = (closure.to_vec(), origin.to_string());
         tokio::task::spawn_blocking(move || {
             let infos = match crate::store_graph::path_infos(&db, &closure) {
                 Ok(infos) => infos,
@@ -769,7 +924,7 @@ mod tests {
         let fetcher = Fetcher::new(vec![], FetchOptions::default()).unwrap();
         let future = fetcher.fetch_closure(&[]);
         require_send(&future);
-        let with_progress = fetcher.fetch_closure_with_progress(&[], Arc::default());
+        let with_progress = fetcher.fetch_closure_with_progress(&[], &[], Arc::default());
         require_send(&with_progress);
     }
 

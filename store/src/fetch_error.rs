@@ -8,6 +8,7 @@ use nixlet_manifest::StorePath;
 
 use crate::cache_info::CacheInfoError;
 use crate::content_address::ContentAddressError;
+use crate::flake_build::FlakeBuildProblem;
 use crate::narinfo::{Compression, NarInfoError};
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +53,20 @@ pub enum FetchError {
         native: Box<FetchError>,
         failures: String,
     },
+
+    #[error(
+        "environment {environment}: no cache delivered package {install_id:?}, and building it \
+         from flake {installable} failed: {problem}"
+    )]
+    FlakeBuild {
+        environment: String,
+        install_id: String,
+        /// `<locked-url>#<attr-path>`.
+        installable: String,
+        problem: Box<FlakeBuildProblem>,
+        /// Why the caches could not deliver it: logged, not shown (the build is what failed last).
+        substitution: Box<FetchError>,
+    },
 }
 
 impl FetchError {
@@ -64,6 +79,7 @@ impl FetchError {
             | FetchError::DependencyFailed { path, .. }
             | FetchError::ReferenceCycle { path, .. } => Some(path),
             FetchError::NixCliFallback { native, .. } => native.store_path(),
+            FetchError::FlakeBuild { substitution, .. } => substitution.store_path(),
             FetchError::InvalidSubstituter { .. }
             | FetchError::HttpClient(_)
             | FetchError::Local(_) => None,

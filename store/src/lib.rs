@@ -41,6 +41,7 @@ pub mod sbom;
 // `nixlet doctor`'s look at a substituter.
 pub mod cache_probe;
 
+pub mod flake_build;
 pub mod gc_exclusive_lock;
 pub mod gc_plan;
 pub mod gc_roots;
@@ -48,6 +49,7 @@ mod gc_sweep;
 pub mod install_record;
 mod invalidation;
 pub mod nix_cli_backend;
+mod process_tree;
 pub mod store_graph;
 
 pub use error::StoreError;
@@ -57,6 +59,7 @@ pub use nix_db::NixDb;
 pub use fetch_closure::{FetchOptions, FetchSummary, Fetcher, SubstituterTally};
 pub use fetch_error::{FetchCause, FetchError, LocalError};
 pub use fetch_progress::{FetchProgress, ProgressSnapshot};
+pub use flake_build::FlakeRecipe;
 pub use gc_sweep::{collect_garbage, GcError, GcOptions, GcReport, Skipped};
 pub use install::sweep_stale_entries;
 pub use install_record::{InstallRecord, INSTALL_RECORD_FILE};

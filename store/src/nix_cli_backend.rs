@@ -1,6 +1,7 @@
 //! The Nix CLI as a substituter backend: for caches nixlet's own client cannot read (`file://`,
 //! `s3://`, `ssh://`, …), nixlet runs `nix-store --realise` against that one cache, with the
-//! node's trusted keys, under a timeout.
+//! node's trusted keys, under a timeout. With `build_flakes = true` the same substituter also
+//! builds flake packages no cache has (`flake_build.rs`), with the same options and rules.
 //!
 //! Nix is started in a process group of its own, and on expiry (or when the caller gives up on
 //! the fetch) the whole group is killed with SIGKILL, not just `nix-store`: helpers it started
@@ -8,7 +9,7 @@
 //! writing. Nix then recovers its own half-done work under its own locks, as after any crash.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -33,8 +34,13 @@ pub struct NixCliSubstituter {
     pub priority: Option<u32>,
     pub netrc_file: Option<PathBuf>,
     pub timeout: Duration,
+    /// Whether flake packages whose outputs no cache has may be built on the node with
+    /// `nix build`, using this cache for their dependencies.
+    pub build_flakes: bool,
     /// `nix-store`, looked up on PATH unless absolute.
     pub program: PathBuf,
+    /// `nix` (for `nix build`), looked up on PATH unless absolute.
+    pub nix_program: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,13 +51,28 @@ pub enum NixCliError {
         #[source]
         source: std::io::Error,
     },
-    #[error("`nix-store --realise` timed out after {}s; its process group was killed", timeout.as_secs_f64())]
-    TimedOut { timeout: Duration },
-    #[error("`nix-store --realise` failed ({status}): {stderr}")]
-    Failed { status: ExitStatus, stderr: String },
-    #[error("waiting for `nix-store --realise` failed: {0}")]
-    Wait(#[source] std::io::Error),
+    #[error("`{command}` timed out after {}s; its process group was killed", timeout.as_secs_f64())]
+    TimedOut {
+        command: &'static str,
+        timeout: Duration,
+    },
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Failed {
+        command: &'static str,
+        status: ExitStatus,
+        stderr: String,
+    },
+    #[error("waiting for `{command}` failed: {source}")]
+    Wait {
+        command: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
 }
+
+/// The command lines in messages.
+pub(crate) const REALISE: &str = "nix-store --realise";
+pub(crate) const BUILD: &str = "nix build";
 
 impl NixCliSubstituter {
     pub fn new(config: &SubstituterConfig) -> Result<NixCliSubstituter, FetchError> {
@@ -86,7 +107,9 @@ impl NixCliSubstituter {
                 .timeout_secs
                 .map(Duration::from_secs)
                 .unwrap_or(DEFAULT_NIX_CLI_TIMEOUT),
+            build_flakes: config.build_flakes,
             program: PathBuf::from("nix-store"),
+            nix_program: PathBuf::from("nix"),
         })
     }
 
@@ -96,6 +119,13 @@ impl NixCliSubstituter {
     pub fn arguments(&self, roots: &[StorePath], require_signatures: bool) -> Vec<OsString> {
         let mut args: Vec<OsString> = vec!["--realise".into()];
         args.extend(roots.iter().map(|r| OsString::from(r.to_string())));
+        args.extend(self.options(require_signatures));
+        args
+    }
+
+    /// The `--option`s every command gets, `nix-store --realise` and `nix build` alike.
+    pub(crate) fn options(&self, require_signatures: bool) -> Vec<OsString> {
+        let mut args: Vec<OsString> = Vec::new();
         let mut option = |name: &str, value: OsString| {
             args.push("--option".into());
             args.push(name.into());
@@ -121,50 +151,70 @@ impl NixCliSubstituter {
         roots: &[StorePath],
         require_signatures: bool,
     ) -> Result<(), NixCliError> {
+        tracing::info!(substituter = %self.url, roots = roots.len(), "running nix-store --realise");
+        self.run(
+            &self.program,
+            self.arguments(roots, require_signatures),
+            REALISE,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Runs `program` with `args` in a process group of its own under this substituter's
+    /// timeout; returns its stdout. `command` names it in messages.
+    pub(crate) async fn run(
+        &self,
+        program: &Path,
+        args: Vec<OsString>,
+        command: &'static str,
+    ) -> Result<Vec<u8>, NixCliError> {
         let started = Instant::now();
-        let mut child = tokio::process::Command::new(&self.program)
-            .args(self.arguments(roots, require_signatures))
+        let mut child = tokio::process::Command::new(program)
+            .args(args)
             .process_group(0)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .map_err(|source| NixCliError::Spawn {
-                program: self.program.clone(),
+                program: program.to_path_buf(),
                 source,
             })?;
-        let group = ProcessGroup(child.id().and_then(|id| Pid::from_raw(id as i32)));
-        tracing::info!(substituter = %self.url, roots = roots.len(), pgid = ?group.0.map(|p| p.as_raw_nonzero()), timeout_s = self.timeout.as_secs(), "running nix-store --realise");
-        let stderr = child.stderr.take();
-        let tail = tokio::spawn(async move {
-            let mut text = Vec::new();
-            if let Some(mut stderr) = stderr {
-                let _ = stderr.read_to_end(&mut text).await;
-            }
-            text
-        });
+        let mut group = ProcessGroup {
+            pgid: child.id().and_then(|id| Pid::from_raw(id as i32)),
+            leader_alive: true,
+        };
+        tracing::debug!(substituter = %self.url, command, pgid = ?group.pgid.map(|p| p.as_raw_nonzero()), timeout_s = self.timeout.as_secs(), "started");
+        // Both pipes are drained while the command runs: a full pipe would block it.
+        let (stdout, stderr) = (read_all(child.stdout.take()), read_all(child.stderr.take()));
         match tokio::time::timeout(self.timeout, child.wait()).await {
             Ok(Ok(status)) => {
+                group.leader_alive = false;
                 group.kill();
-                let stderr = tail.await.unwrap_or_default();
-                tracing::info!(substituter = %self.url, %status, elapsed_ms = started.elapsed().as_millis() as u64, "nix-store --realise finished");
+                let stderr = stderr.await.unwrap_or_default();
+                let stdout = stdout.await.unwrap_or_default();
+                tracing::info!(substituter = %self.url, command, %status, elapsed_ms = started.elapsed().as_millis() as u64, "finished");
                 if status.success() {
-                    Ok(())
+                    Ok(stdout)
                 } else {
                     Err(NixCliError::Failed {
+                        command,
                         status,
                         stderr: last_lines(&stderr),
                     })
                 }
             }
-            Ok(Err(error)) => Err(NixCliError::Wait(error)),
+            Ok(Err(source)) => Err(NixCliError::Wait { command, source }),
             Err(_) => {
-                tracing::warn!(substituter = %self.url, timeout_s = self.timeout.as_secs(), "nix-store --realise timed out; killing its process group");
+                tracing::warn!(substituter = %self.url, command, timeout_s = self.timeout.as_secs(), "timed out; killing its process group");
                 group.kill();
                 let _ = child.wait().await;
+                group.leader_alive = false;
                 group.wait_gone(Duration::from_secs(5)).await;
                 Err(NixCliError::TimedOut {
+                    command,
                     timeout: self.timeout,
                 })
             }
@@ -172,12 +222,34 @@ impl NixCliSubstituter {
     }
 }
 
-/// The process group of one `nix-store`, killed when dropped.
-struct ProcessGroup(Option<Pid>);
+/// Reads a child's pipe to its end on a task of its own.
+fn read_all<R>(pipe: Option<R>) -> tokio::task::JoinHandle<Vec<u8>>
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut bytes).await;
+        }
+        bytes
+    })
+}
+
+/// The process group of one Nix command, killed when dropped.
+struct ProcessGroup {
+    pgid: Option<Pid>,
+    /// Until the leader is reaped its descendants can be found (`process_tree.rs`), builders
+    /// that left the group included.
+    leader_alive: bool,
+}
 
 impl ProcessGroup {
     fn kill(&self) {
-        if let Some(pgid) = self.0 {
+        let Some(pgid) = self.pgid else { return };
+        if self.leader_alive {
+            crate::process_tree::kill_tree(pgid);
+        } else {
             // ESRCH: nothing left in the group, which is the usual case after a clean exit.
             let _ = rustix::process::kill_process_group(pgid, Signal::KILL);
         }
@@ -185,13 +257,13 @@ impl ProcessGroup {
 
     /// Waits until no process of the group remains (orphans are reaped by init).
     async fn wait_gone(&self, limit: Duration) {
-        let Some(pgid) = self.0 else { return };
+        let Some(pgid) = self.pgid else { return };
         let deadline = Instant::now() + limit;
         while rustix::process::test_kill_process_group(pgid).is_ok() {
             if Instant::now() >= deadline {
                 tracing::warn!(
                     pgid = pgid.as_raw_nonzero(),
-                    "processes of nix-store's group are still there after SIGKILL"
+                    "processes of the nix command's group are still there after SIGKILL"
                 );
                 return;
             }

@@ -36,6 +36,11 @@ pub struct SubstituterConfig {
     /// `nix-cli` only: how long one `nix-store --realise` may run before its process group is
     /// killed (default 600).
     pub timeout_secs: Option<u64>,
+    /// `nix-cli` only: build flake packages of an environment whose outputs no cache has, with
+    /// `nix build` (`flake_build.rs`). Off by default: a build can take long and fetch sources
+    /// from the network.
+    #[serde(default)]
+    pub build_flakes: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -76,6 +81,12 @@ impl Substituter {
             return Err(invalid(
                 "timeout_secs applies to backend \"nix-cli\" only (the http backend uses the \
                  node's fetch timeouts)"
+                    .into(),
+            ));
+        }
+        if config.build_flakes {
+            return Err(invalid(
+                "build_flakes applies to backend \"nix-cli\" only (nixlet itself builds nothing)"
                     .into(),
             ));
         }
@@ -325,6 +336,19 @@ mod tests {
         .unwrap();
         assert_eq!(cli.backend, SubstituterBackend::NixCli);
         assert_eq!(cli.timeout_secs, Some(30));
+        assert!(!cli.build_flakes);
+        let builder: SubstituterConfig = toml::from_str(
+            "url = \"file:///srv/cache\"\nbackend = \"nix-cli\"\nbuild_flakes = true\n",
+        )
+        .unwrap();
+        assert!(builder.build_flakes);
+        let mut http_builder = config("https://cache.example.org");
+        http_builder.build_flakes = true;
+        assert_eq!(
+            Substituter::new(&http_builder).unwrap_err().to_string(),
+            "invalid substituter \"https://cache.example.org\": build_flakes applies to backend \
+             \"nix-cli\" only (nixlet itself builds nothing)"
+        );
         assert!(toml::from_str::<SubstituterConfig>("url = \"x\"\nbackend = \"nix\"\n").is_err());
     }
 }

@@ -26,7 +26,7 @@ async fn round_trip(test: &str, compression: &str, edit: impl FnMut(&str) -> Opt
     let fetcher = Fetcher::new(vec![cache.substituter(&server.url())], test_options()).unwrap();
     let progress = std::sync::Arc::new(FetchProgress::default());
     let summary = fetcher
-        .fetch_closure_with_progress(&closure.roots(), std::sync::Arc::clone(&progress))
+        .fetch_closure_with_progress(&closure.roots(), &[], std::sync::Arc::clone(&progress))
         .await
         .unwrap();
     closure.assert_restored();

@@ -12,6 +12,7 @@ use nixlet_store::{FetchOptions, Fetcher, SubstituterBackend, SubstituterConfig}
 use support::cache_server::{CacheServer, Fault};
 use support::nix_fixture::{self, test_options, Cache, Closure, StoreSnapshot};
 use support::prereq;
+use support::processes::processes_mentioning;
 
 fn nix_cli(url: String, key: &str, timeout_secs: u64) -> SubstituterConfig {
     SubstituterConfig {
@@ -21,24 +22,6 @@ fn nix_cli(url: String, key: &str, timeout_secs: u64) -> SubstituterConfig {
         timeout_secs: Some(timeout_secs),
         ..SubstituterConfig::default()
     }
-}
-
-/// Processes whose command line mentions `needle`.
-fn processes_mentioning(needle: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.chars().all(|c| c.is_ascii_digit()) || name == std::process::id().to_string() {
-            continue;
-        }
-        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            if cmdline.contains(needle) {
-                found.push(format!("{name}: {cmdline}"));
-            }
-        }
-    }
-    found
 }
 
 #[tokio::test]

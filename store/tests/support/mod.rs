@@ -8,3 +8,4 @@
 pub mod cache_server;
 pub mod nix_fixture;
 pub mod prereq;
+pub mod processes;
