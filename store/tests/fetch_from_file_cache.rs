@@ -387,3 +387,24 @@ async fn a_directory_that_is_not_a_cache_and_a_path_it_lacks_are_told_apart() {
     );
     s.assert_unchanged();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_fetches_at_once_install_each_path_once() {
+    if !prereq::ready("two_fetches_at_once_install_each_path_once") {
+        return;
+    }
+    let s = Scenario::new("fileboth", "xz");
+    let first = Fetcher::new(vec![s.substituter()], test_options()).unwrap();
+    let second = Fetcher::new(vec![s.substituter()], test_options()).unwrap();
+    let roots = s.closure.roots();
+    // Nix's per-path locks are flocks on separate open files: they exclude each other within
+    // one process as between two shims.
+    let (a, b) = tokio::join!(first.fetch_closure(&roots), second.fetch_closure(&roots));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(
+        a.paths_fetched + b.paths_fetched,
+        s.closure.paths.len(),
+        "{a:?} {b:?}"
+    );
+    s.closure.assert_restored();
+}
