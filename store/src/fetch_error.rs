@@ -104,6 +104,17 @@ pub enum FetchCause {
         last: Box<FetchCause>,
     },
 
+    /// A file of a `file://` cache that exists but cannot be read, or one that must exist
+    /// (`nix-cache-info`, a NAR its narinfo names) and does not.
+    #[error("cannot {action} {}: {source}", path.display())]
+    CacheFile {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("nar url {url:?} is not a file inside the cache directory")]
+    NarOutsideCache { url: String },
+
     #[error("cache at {url} is unusable: {source}")]
     CacheInfo { url: String, source: CacheInfoError },
     #[error("narinfo at {url}: {source}")]

@@ -21,7 +21,7 @@ use crate::fetch_error::{FetchCause, FetchError, LocalError};
 use crate::fetch_progress::FetchProgress;
 use crate::http_client::HttpClient;
 use crate::install::{StoreDir, TempEntry};
-use crate::nar_download::{body_reader, buffered, decompressor, FailureSlot, NarDigest, NarReader};
+use crate::nar_download::{buffered, decompressor, FailureSlot, NarDigest, NarReader};
 use crate::nar_unpack::{self, UnpackError};
 use crate::narinfo::NarInfo;
 use crate::path_lock::{GcLock, PathLock};
@@ -180,7 +180,10 @@ pub async fn fetch_path(
         })?;
     let cancel = CancellationToken::new();
     let _cancel_on_drop = CancelOnDrop(cancel.clone());
-    let url = plan.substituter.nar_url(&plan.info).map_err(path_error)?;
+    let nar = plan
+        .substituter
+        .nar_location(&plan.info)
+        .map_err(path_error)?;
     let (extra_algorithm, flat_algorithm) = match &plan.info.ca {
         Some(ca) => match trust::content_hash_plan(ca).map_err(path_error)? {
             ContentHashPlan::Nar(algorithm) => (Some(algorithm), None),
@@ -192,18 +195,18 @@ pub async fn fetch_path(
     let policy = run.http.retry;
     let mut attempt = 1;
     let measured = loop {
-        let result = match open_nar(&run.http, &plan, &url).await {
+        let result = match plan.substituter.open_nar(&run.http, &nar).await {
             Err(cause) => Err(cause),
-            Ok(response) => {
+            Ok(source) => {
                 let slot = FailureSlot::default();
                 let counting = Arc::clone(&run);
                 let on_bytes = move |bytes| {
                     counting.downloaded.fetch_add(bytes, Ordering::Relaxed);
                     counting.progress.downloaded(bytes);
                 };
-                let body = body_reader(response, on_bytes, slot.clone(), cancel.clone());
+                let body = source.into_reader(on_bytes, slot.clone(), cancel.clone());
                 let plan = Arc::clone(&plan);
-                let url = url.to_string();
+                let url = nar.to_string();
                 let cancel = cancel.clone();
                 let joined = tokio::task::spawn_blocking(move || {
                     let result = unpack_attempt(
@@ -294,24 +297,6 @@ pub async fn fetch_path(
     Ok(PathOutcome::Fetched {
         nar_size: plan.info.nar_size,
     })
-}
-
-async fn open_nar(
-    http: &HttpClient,
-    plan: &PathPlan,
-    url: &reqwest::Url,
-) -> Result<reqwest::Response, FetchCause> {
-    let response = http.get(url, plan.substituter.auth(), None).await?;
-    let status = response.status();
-    if !status.is_success() {
-        // Even a 404 is an error here: a cache whose narinfo names a NAR it does not have is
-        // broken, not "without the path".
-        return Err(FetchCause::HttpStatus {
-            url: url.to_string(),
-            status: status.as_u16(),
-        });
-    }
-    Ok(response)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -10,7 +10,10 @@ use tokio::sync::OnceCell;
 
 use crate::cache_info::CacheInfo;
 use crate::fetch_error::{FetchCause, FetchError};
-use crate::http_client::{is_absent, with_retries, Auth, HttpClient};
+use crate::file_cache::FileCache;
+use crate::http_cache::HttpCache;
+use crate::http_client::{Auth, HttpClient};
+use crate::nar_source::{NarLocation, NarSource};
 use crate::narinfo::NarInfo;
 use crate::signature::TrustedKey;
 
@@ -18,7 +21,8 @@ use crate::signature::TrustedKey;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SubstituterConfig {
-    /// `http://` or `https://` base URL of the cache.
+    /// `http://` or `https://` base URL of the cache, or `file:///path` of a cache directory on
+    /// this node.
     pub url: String,
     /// `name:base64` public keys whose signatures are trusted for this cache.
     #[serde(default)]
@@ -29,8 +33,9 @@ pub struct SubstituterConfig {
     pub token_file: Option<PathBuf>,
     /// A netrc file with a `machine` entry for the cache's host.
     pub netrc_file: Option<PathBuf>,
-    /// Who reads the cache: nixlet itself (`http`, the default) or, as a fallback when nixlet's
-    /// own fetch fails, the Nix CLI (`nix-cli`: any store URL Nix reads, e.g. `file://`, `s3://`).
+    /// Who reads the cache: nixlet itself (`http`, the default, for `http`, `https` and `file`
+    /// URLs) or, as a fallback when nixlet's own fetch fails, the Nix CLI (`nix-cli`: any store
+    /// URL Nix reads, e.g. `s3://`, `ssh://`).
     #[serde(default)]
     pub backend: SubstituterBackend,
     /// `nix-cli` only: how long one `nix-store --realise` may run before its process group is
@@ -56,12 +61,17 @@ pub enum SubstituterBackend {
 pub struct Substituter {
     /// The configured URL, for messages.
     pub url: String,
-    /// The same, ending in `/` so that relative NAR URLs join below it.
-    base: Url,
+    location: CacheLocation,
     pub keys: Vec<TrustedKey>,
     configured_priority: Option<u32>,
-    auth: Option<Auth>,
     info: OnceCell<CacheInfo>,
+}
+
+/// Where the cache's files are read from; nothing else about a substituter depends on it.
+#[derive(Debug)]
+enum CacheLocation {
+    Http(HttpCache),
+    File(FileCache),
 }
 
 impl Substituter {
@@ -90,55 +100,39 @@ impl Substituter {
                     .into(),
             ));
         }
-        if !matches!(base.scheme(), "http" | "https") {
-            return Err(invalid(format!(
-                "scheme {:?} is not supported; use http or https (or backend \"nix-cli\")",
-                base.scheme()
-            )));
-        }
         let keys = config
             .trusted_keys
             .iter()
             .map(|key| TrustedKey::parse(key).map_err(|e| invalid(e.to_string())))
             .collect::<Result<Vec<_>, _>>()?;
-        if config.token_file.is_some() && config.netrc_file.is_some() {
-            return Err(invalid(
-                "token_file and netrc_file are exclusive: pick one way to authenticate".into(),
-            ));
-        }
-        let auth = if let Some(file) = &config.token_file {
-            let token = std::fs::read_to_string(file)
-                .map_err(|e| invalid(format!("token file {}: {e}", file.display())))?;
-            let token = token.trim();
-            if token.is_empty() {
-                return Err(invalid(format!("token file {} is empty", file.display())));
+        let location = match base.scheme() {
+            "http" | "https" => {
+                let auth = credentials(config, base.host_str().unwrap_or_default(), invalid)?;
+                CacheLocation::Http(HttpCache::new(base, auth))
             }
-            Some(Auth::Bearer(token.to_string()))
-        } else if let Some(file) = &config.netrc_file {
-            let text = std::fs::read_to_string(file)
-                .map_err(|e| invalid(format!("netrc file {}: {e}", file.display())))?;
-            let netrc = Netrc::parse(&text)
-                .map_err(|e| invalid(format!("netrc file {}: {e}", file.display())))?;
-            let host = base.host_str().unwrap_or_default();
-            let entry = netrc.for_host(host).ok_or_else(|| {
-                invalid(format!(
-                    "netrc file {} has no entry for {host}",
-                    file.display()
-                ))
-            })?;
-            Some(Auth::Basic {
-                login: entry.login.clone().unwrap_or_default(),
-                password: entry.password.clone().unwrap_or_default(),
-            })
-        } else {
-            None
+            "file" => {
+                if config.token_file.is_some() || config.netrc_file.is_some() {
+                    return Err(invalid(
+                        "token_file and netrc_file are for http caches; a file cache is read \
+                         with the permissions of nixlet's own process"
+                            .into(),
+                    ));
+                }
+                // Untrimmed: `file:///` is the root directory, not `file:`.
+                CacheLocation::File(FileCache::from_url(&config.url).map_err(invalid)?)
+            }
+            scheme => {
+                return Err(invalid(format!(
+                    "scheme {scheme:?} is not supported; use http, https or file (or backend \
+                     \"nix-cli\")"
+                )))
+            }
         };
         Ok(Substituter {
             url: trimmed.to_string(),
-            base,
+            location,
             keys,
             configured_priority: config.priority,
-            auth,
             info: OnceCell::new(),
         })
     }
@@ -155,12 +149,19 @@ impl Substituter {
     pub async fn cache_info(&self, http: &HttpClient) -> Result<&CacheInfo, FetchCause> {
         self.info
             .get_or_try_init(|| async {
-                let url = self.join("nix-cache-info")?;
-                let body = self.get_small(http, &url, "nix-cache-info").await?;
-                let body = body.ok_or_else(|| FetchCause::HttpStatus {
-                    url: url.to_string(),
-                    status: 404,
-                })?;
+                let body = match &self.location {
+                    CacheLocation::Http(cache) => {
+                        let url = cache.join("nix-cache-info")?;
+                        let body = cache.document(http, &url, "nix-cache-info").await?;
+                        body.ok_or_else(|| FetchCause::HttpStatus {
+                            url: url.to_string(),
+                            status: 404,
+                        })?
+                    }
+                    // Missing is an error here too: the directory is not a cache, or the
+                    // share that holds it is not mounted.
+                    CacheLocation::File(cache) => cache.read_document("nix-cache-info").await?,
+                };
                 let text = String::from_utf8_lossy(&body);
                 CacheInfo::parse(&text).map_err(|source| FetchCause::CacheInfo {
                     url: self.url.clone(),
@@ -176,70 +177,106 @@ impl Substituter {
         http: &HttpClient,
         path: &StorePath,
     ) -> Result<Option<NarInfo>, FetchCause> {
-        let url = self.join(&format!("{}.narinfo", path.hash_part()))?;
-        let Some(body) = self.get_small(http, &url, "narinfo").await? else {
+        let name = format!("{}.narinfo", path.hash_part());
+        let (body, location) = match &self.location {
+            CacheLocation::Http(cache) => {
+                let url = cache.join(&name)?;
+                (
+                    cache.document(http, &url, "narinfo").await?,
+                    url.to_string(),
+                )
+            }
+            CacheLocation::File(cache) => (
+                cache.read_optional_document(&name).await?,
+                cache.root().join(&name).display().to_string(),
+            ),
+        };
+        let Some(body) = body else {
             return Ok(None);
         };
         NarInfo::parse(&body, path)
             .map(Some)
             .map_err(|source| FetchCause::NarInfo {
-                url: url.to_string(),
+                url: location,
                 source,
             })
     }
 
     /// Where the NAR of `info` is.
-    pub fn nar_url(&self, info: &NarInfo) -> Result<Url, FetchCause> {
-        let url = self.join(&info.url)?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(FetchCause::Transfer {
-                url: url.to_string(),
-                message: "nar url scheme is not http or https".into(),
-            });
+    pub fn nar_location(&self, info: &NarInfo) -> Result<NarLocation, FetchCause> {
+        match &self.location {
+            CacheLocation::Http(cache) => cache.nar_url(&info.url).map(NarLocation::Http),
+            CacheLocation::File(cache) => cache.nar_path(&info.url).map(NarLocation::File),
         }
-        Ok(url)
     }
 
-    pub fn auth(&self) -> Option<(&Auth, &Url)> {
-        self.auth.as_ref().map(|auth| (auth, &self.base))
-    }
-
-    fn join(&self, relative: &str) -> Result<Url, FetchCause> {
-        self.base.join(relative).map_err(|e| FetchCause::Transfer {
-            url: format!("{}/{relative}", self.url),
-            message: format!("invalid url: {e}"),
-        })
-    }
-
-    /// GETs a small document with retries; `None` when the cache says it has no such thing.
-    async fn get_small(
+    /// Opens the NAR at `location` (from [`Substituter::nar_location`]) for one attempt.
+    pub async fn open_nar(
         &self,
         http: &HttpClient,
-        url: &Url,
-        what: &str,
-    ) -> Result<Option<Vec<u8>>, FetchCause> {
-        with_retries(http.retry, what, |_| async {
-            let response = http
-                .get(url, self.auth(), Some(http.request_timeout))
-                .await?;
-            let status = response.status();
-            if is_absent(status) {
-                return Ok(None);
+        location: &NarLocation,
+    ) -> Result<NarSource, FetchCause> {
+        match (&self.location, location) {
+            (CacheLocation::Http(cache), NarLocation::Http(url)) => {
+                cache.open_nar(http, url).await.map(NarSource::Http)
             }
-            if !status.is_success() {
-                return Err(FetchCause::HttpStatus {
-                    url: url.to_string(),
-                    status: status.as_u16(),
-                });
+            (CacheLocation::File(cache), NarLocation::File(path)) => {
+                let file = cache.open_nar(path).await?;
+                Ok(NarSource::File {
+                    file,
+                    path: path.clone(),
+                })
             }
-            let body = response
-                .bytes()
-                .await
-                .map_err(|e| crate::http_client::classify(url.as_str(), &e))?;
-            Ok(Some(body.to_vec()))
-        })
-        .await
+            _ => unreachable!("nar locations come from their own substituter"),
+        }
     }
+
+    #[cfg(test)]
+    fn auth(&self) -> Option<(&Auth, &Url)> {
+        match &self.location {
+            CacheLocation::Http(cache) => cache.auth(),
+            CacheLocation::File(_) => None,
+        }
+    }
+}
+
+/// An http cache's credentials, from its token file or its host's netrc entry.
+fn credentials(
+    config: &SubstituterConfig,
+    host: &str,
+    invalid: impl Fn(String) -> FetchError,
+) -> Result<Option<Auth>, FetchError> {
+    if config.token_file.is_some() && config.netrc_file.is_some() {
+        return Err(invalid(
+            "token_file and netrc_file are exclusive: pick one way to authenticate".into(),
+        ));
+    }
+    if let Some(file) = &config.token_file {
+        let token = std::fs::read_to_string(file)
+            .map_err(|e| invalid(format!("token file {}: {e}", file.display())))?;
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(invalid(format!("token file {} is empty", file.display())));
+        }
+        return Ok(Some(Auth::Bearer(token.to_string())));
+    }
+    if let Some(file) = &config.netrc_file {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| invalid(format!("netrc file {}: {e}", file.display())))?;
+        let netrc = Netrc::parse(&text)
+            .map_err(|e| invalid(format!("netrc file {}: {e}", file.display())))?;
+        let entry = netrc.for_host(host).ok_or_else(|| {
+            invalid(format!(
+                "netrc file {} has no entry for {host}",
+                file.display()
+            ))
+        })?;
+        return Ok(Some(Auth::Basic {
+            login: entry.login.clone().unwrap_or_default(),
+            password: entry.password.clone().unwrap_or_default(),
+        }));
+    }
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -258,25 +295,72 @@ mod tests {
         let sub = Substituter::new(&config("http://127.0.0.1:8080/cache/")).unwrap();
         assert_eq!(sub.url, "http://127.0.0.1:8080/cache");
         assert_eq!(
-            sub.join("nar/abc.nar.xz").unwrap().as_str(),
+            nar_location(&sub, "nar/abc.nar.xz").to_string(),
             "http://127.0.0.1:8080/cache/nar/abc.nar.xz"
         );
         assert_eq!(
-            sub.join("https://cdn.example.org/nar/abc")
-                .unwrap()
-                .as_str(),
+            nar_location(&sub, "https://cdn.example.org/nar/abc").to_string(),
             "https://cdn.example.org/nar/abc"
+        );
+    }
+
+    fn nar_location(sub: &Substituter, url: &str) -> NarLocation {
+        let info = NarInfo {
+            store_path: StorePath::parse(&format!("/nix/store/{}-x", "0".repeat(32))).unwrap(),
+            url: url.into(),
+            compression: crate::narinfo::Compression::Xz,
+            nar_hash: [0; 32],
+            nar_size: 1,
+            references: Default::default(),
+            deriver: None,
+            signatures: vec![],
+            ca: None,
+            file_size: None,
+        };
+        sub.nar_location(&info).unwrap()
+    }
+
+    #[test]
+    fn a_file_cache_reads_its_directory_and_nars_below_it() {
+        let sub = Substituter::new(&config("file:///srv/nix%20cache/")).unwrap();
+        assert_eq!(sub.url, "file:///srv/nix%20cache");
+        assert_eq!(
+            nar_location(&sub, "nar/abc.nar.xz"),
+            NarLocation::File("/srv/nix cache/nar/abc.nar.xz".into())
+        );
+        assert!(sub.auth().is_none());
+        let root = Substituter::new(&config("file:///")).unwrap();
+        assert_eq!(
+            nar_location(&root, "nar/abc.nar"),
+            NarLocation::File("/nar/abc.nar".into())
         );
     }
 
     #[test]
     fn bad_configs_are_rejected_with_the_url() {
-        let error = Substituter::new(&config("file:///srv/cache")).unwrap_err();
+        let error = Substituter::new(&config("s3://nix-cache")).unwrap_err();
         assert_eq!(
             error.to_string(),
-            "invalid substituter \"file:///srv/cache\": scheme \"file\" is not supported; use \
-             http or https (or backend \"nix-cli\")"
+            "invalid substituter \"s3://nix-cache\": scheme \"s3\" is not supported; use \
+             http, https or file (or backend \"nix-cli\")"
         );
+        let error = Substituter::new(&config("file://nfs.example.org/cache")).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "invalid substituter \"file://nfs.example.org/cache\": a file cache is a directory \
+             of this node, but the URL names the host \"nfs.example.org\"; write \
+             file:///absolute/path (three slashes)"
+        );
+        assert!(Substituter::new(&config("file:srv/cache"))
+            .unwrap_err()
+            .to_string()
+            .contains("the directory \"srv/cache\" is relative"));
+        let mut file_with_token = config("file:///srv/cache");
+        file_with_token.token_file = Some("/etc/nixlet/token".into());
+        assert!(Substituter::new(&file_with_token)
+            .unwrap_err()
+            .to_string()
+            .contains("token_file and netrc_file are for http caches"));
         let mut bad_key = config("https://cache.example.org");
         bad_key.trusted_keys = vec!["nocolon".into()];
         assert!(Substituter::new(&bad_key)

@@ -2,7 +2,8 @@
 //! closure fetched by the shim from a signed binary cache on 127.0.0.1 that real Nix made; a
 //! tampered cache, a cache signed by an untrusted key and a path no cache has are refused at
 //! StartContainer with one `nixlet:` line, the store unchanged and the pod's other containers
-//! running.
+//! running. The same holds for a `file://` substituter naming the cache directory itself
+//! (a cache on a shared filesystem), read by the shim without any server.
 
 use anyhow::{ensure, Context, Result};
 use nixlet_e2e::binary_cache::{
@@ -23,6 +24,8 @@ const GOOD: &str = "e2e-fetch/good";
 const TAMPERED: &str = "e2e-fetch/tampered";
 const FOREIGN: &str = "e2e-fetch/foreign";
 const MISSING: &str = "e2e-fetch/missing";
+const FILE_GOOD: &str = "e2e-fetch/file-good";
+const FILE_TAMPERED: &str = "e2e-fetch/file-tampered";
 
 /// The three closures and the cache, made before the node's shim sees any of it.
 struct Caches {
@@ -255,4 +258,85 @@ fn check_untrusted(
         "a refused fetch changed the store"
     );
     Ok(())
+}
+
+#[test]
+fn closure_is_fetched_from_a_file_cache_directory_and_a_tampered_one_is_refused() {
+    let cleanup = StoreCleanup::default();
+    for reference in [FILE_GOOD, FILE_TAMPERED] {
+        cleanup.views_of(reference);
+    }
+    TestNode::run_test(
+        "closure_is_fetched_from_a_file_cache_directory_and_a_tampered_one_is_refused",
+        |node| {
+            let work = node.scratch_subdir("file-fetch")?;
+            let trusted = SigningKey::generate(&work.join("keys"), &unique_tag("nixlet-e2e-file"))?;
+            let build = |prefix: &str| -> Result<RemoteClosure> {
+                let closure = RemoteClosure::build(&work, &unique_tag(prefix))?;
+                cleanup.paths(closure.everything());
+                Ok(closure)
+            };
+            let (good, tampered) = (build("file-good")?, build("file-tampered")?);
+            let cache = BinaryCache::new(&work.join("cache"))?;
+            cache.add(&good, &trusted, "zstd")?;
+            cache.add(&tampered, &trusted, "none")?;
+            cache.flip_nar_byte(&tampered.busybox)?;
+            good.remove_from_host()?;
+            tampered.remove_from_host()?;
+            let root = cache.root().to_str().context("non-UTF-8 scratch dir")?;
+            ensure!(
+                root.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b)),
+                "{root} would need percent-encoding in a file URL"
+            );
+            let url = format!("file://{root}");
+            node.set_node_config_extra(&format!(
+                "{}\n[fetch]\nrequire_signatures = true\n",
+                substituter_toml(&url, &[&trusted.public])
+            ))?;
+            for (reference, path) in [(FILE_GOOD, &good.tool), (FILE_TAMPERED, &tampered.tool)] {
+                node.publish(
+                    reference,
+                    1,
+                    &FloxManifest::new().install("tool", path).toml(),
+                )?;
+            }
+            let cri = node.cri();
+            let pod = cri.run_pod(
+                &node
+                    .pod("file-fetch", NIXLET_HANDLER)
+                    .annotation(ENVIRONMENT, FILE_GOOD)
+                    .annotation(&environment_of("tampered"), FILE_TAMPERED),
+            )?;
+
+            assert_eq!(
+                run_ok(cri, &pod, &tool_container("fetched"))?,
+                good.expected_output()
+            );
+            for path in good.paths() {
+                ensure!(is_valid(&path), "{path} is not valid after the fetch");
+                run(std::process::Command::new("nix-store").args(["--verify-path", &path]))?;
+                assert_eq!(
+                    dump_hash(&path)?,
+                    good.dump_hashes[&path],
+                    "{path} differs from what Nix built"
+                );
+            }
+
+            let before = store_state(&tampered);
+            let err = start_fails(node, &pod, &tool_container("tampered"))?;
+            assert_refused(
+                &err,
+                "verify",
+                FILE_TAMPERED,
+                &[&tampered.busybox, &url, "hash"],
+            );
+            assert_eq!(
+                store_state(&tampered),
+                before,
+                "a refused fetch changed the store"
+            );
+            Ok(())
+        },
+    );
 }

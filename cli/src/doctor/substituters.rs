@@ -40,6 +40,11 @@ pub async fn check(report: &mut Report, host: &HostRoot, config: &NodeConfig, ti
         let mut probed = substituter.clone();
         probed.token_file = probed.token_file.map(|path| host.local(&path));
         probed.netrc_file = probed.netrc_file.map(|path| host.local(&path));
+        let local_directory = is_file_url(&probed.url);
+        if local_directory {
+            // So is a file cache's directory.
+            probed.url = below_host_root(host, &probed.url);
+        }
         match probe_cache_info(&probed, timeout).await {
             Ok(info) => report.ok(
                 CHECK,
@@ -53,8 +58,13 @@ pub async fn check(report: &mut Report, host: &HostRoot, config: &NodeConfig, ti
             Err(error) => report.fail(
                 CHECK,
                 format!("{}: {error}", substituter.url),
-                "check the URL in [[substituters]] and that the cache is reachable from this \
-                 node (`curl URL/nix-cache-info` must print StoreDir: /nix/store)",
+                if local_directory {
+                    "check the URL in [[substituters]] and that the directory is there on this \
+                     node (mounted, synced): its nix-cache-info must say StoreDir: /nix/store"
+                } else {
+                    "check the URL in [[substituters]] and that the cache is reachable from this \
+                     node (`curl URL/nix-cache-info` must print StoreDir: /nix/store)"
+                },
             ),
         }
     }
@@ -112,4 +122,40 @@ fn check_keys(
         );
     }
     true
+}
+
+/// Only the form the fetcher accepts (`file:///path`); anything else is left for it to refuse.
+fn is_file_url(url: &str) -> bool {
+    url.get(..8)
+        .is_some_and(|prefix| prefix.eq_ignore_ascii_case("file:///"))
+}
+
+/// `file:///srv/cache` as seen from the doctor, whose host may be mounted elsewhere.
+fn below_host_root(host: &HostRoot, url: &str) -> String {
+    reqwest::Url::parse(url)
+        .ok()
+        .and_then(|parsed| parsed.to_file_path().ok())
+        .and_then(|dir| reqwest::Url::from_file_path(host.local(&dir)).ok())
+        .map_or_else(|| url.to_string(), |local| local.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_cache_is_probed_below_the_host_root() {
+        let host = HostRoot::new("/host");
+        assert!(is_file_url("file:///srv/nix%20cache"));
+        assert!(!is_file_url("file://nfs/srv/cache"));
+        assert!(!is_file_url("https://cache.example.org"));
+        assert_eq!(
+            below_host_root(&host, "file:///srv/nix%20cache"),
+            "file:///host/srv/nix%20cache"
+        );
+        assert_eq!(
+            below_host_root(&HostRoot::new("/"), "file:///srv/cache"),
+            "file:///srv/cache"
+        );
+    }
 }
