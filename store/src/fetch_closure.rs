@@ -409,7 +409,7 @@ impl Fetcher {
         .unwrap_or(0)
     }
 
-    /// nixlet's own fetch: the walk over its http substituters.
+    /// nixlet's own fetch: the walk over its http(s) and file substituters.
     async fn fetch_native(
         &self,
         roots: &[StorePath],

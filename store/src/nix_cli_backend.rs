@@ -1,5 +1,5 @@
-//! The Nix CLI as a substituter backend: for caches nixlet's own client cannot read (`file://`,
-//! `s3://`, `ssh://`, …), nixlet runs `nix-store --realise` against that one cache, with the
+//! The Nix CLI as a substituter backend: for caches nixlet's own client cannot read (`s3://`,
+//! `ssh://`, …, or a `file://` cache a node prefers Nix to read), nixlet runs `nix-store --realise` against that one cache, with the
 //! node's trusted keys, under a timeout. With `build_flakes = true` the same substituter also
 //! builds flake packages no cache has (`flake_build.rs`), with the same options and rules.
 //!

@@ -1,4 +1,4 @@
-//! The Nix CLI as a substituter backend: a `file://` cache that nixlet's own client cannot read
+//! The Nix CLI as a substituter backend: a `file://` cache configured with `backend = "nix-cli"`
 //! is fetched by `nix-store --realise`, and a cache that never answers is given up on at the
 //! timeout with the whole process group killed.
 
