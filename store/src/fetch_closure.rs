@@ -37,8 +37,13 @@ pub struct FetchOptions {
     /// Accept only paths signed by a trusted key. When off, an unsigned path is still accepted
     /// only if its content address is confirmed from the downloaded bytes.
     pub require_signatures: bool,
-    /// NARs downloaded and unpacked at once.
+    /// NAR requests in flight at once: what hides a cache's round trips.
     pub parallel_downloads: usize,
+    /// NARs decompressed, hashed and unpacked at once: the CPU-bound half of a download. More
+    /// than the cores buys nothing and costs CPU (each xz decoder has a dictionary of up to
+    /// 64 MiB; many of them evict each other from the CPU caches). The other requests keep
+    /// their answers waiting in the socket until a slot frees.
+    pub parallel_unpacks: usize,
     /// The Nix database; when the file does not exist the node has no Nix, paths are not
     /// registered, and a path counts as valid when it is on disk.
     pub nix_db: PathBuf,
@@ -65,6 +70,7 @@ impl Default for FetchOptions {
         FetchOptions {
             require_signatures: true,
             parallel_downloads: 8,
+            parallel_unpacks: std::thread::available_parallelism().map_or(2, |n| n.get()),
             nix_db: PathBuf::from(crate::DEFAULT_NIX_DB),
             nix_state_dir: PathBuf::from("/nix/var/nix"),
             connect_timeout: Duration::from_secs(10),
@@ -441,6 +447,7 @@ impl Fetcher {
             db,
             gc,
             downloads: Arc::new(Semaphore::new(inner.options.parallel_downloads.max(1))),
+            unpacks: Arc::new(Semaphore::new(inner.options.parallel_unpacks.max(1))),
             downloaded: Default::default(),
             progress: Arc::clone(&progress),
         });

@@ -61,6 +61,8 @@ pub struct Run {
     pub db: Option<Arc<Mutex<NixDbWriter>>>,
     pub gc: Option<Arc<GcLock>>,
     pub downloads: Arc<Semaphore>,
+    /// Taken by a download once its answer arrived, for decompressing and unpacking it.
+    pub unpacks: Arc<Semaphore>,
     /// Compressed bytes received by this run.
     pub downloaded: AtomicU64,
     pub progress: Arc<FetchProgress>,
@@ -198,6 +200,16 @@ pub async fn fetch_path(
         let result = match plan.substituter.open_nar(&run.http, &nar).await {
             Err(cause) => Err(cause),
             Ok(source) => {
+                let unpacking = Arc::clone(&run.unpacks)
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| {
+                        install_error(LocalError::io(
+                            "schedule",
+                            "/nix/store",
+                            std::io::Error::other("unpack slots closed"),
+                        ))
+                    })?;
                 let slot = FailureSlot::default();
                 let counting = Arc::clone(&run);
                 let on_bytes = move |bytes| {
@@ -219,6 +231,7 @@ pub async fn fetch_path(
                         slot,
                         cancel,
                     );
+                    drop(unpacking);
                     (staging, result)
                 })
                 .await;
