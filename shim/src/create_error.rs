@@ -59,11 +59,50 @@ impl CreateError {
 
 impl fmt::Display for CreateError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let cause = without_percent_signs(&self.cause);
         match &self.reference {
-            Some(reference) => write!(f, "nixlet: {} {}: {}", self.phase, reference, self.cause),
-            None => write!(f, "nixlet: {}: {}", self.phase, self.cause),
+            Some(reference) => write!(
+                f,
+                "nixlet: {} {}: {cause}",
+                self.phase,
+                without_percent_signs(reference)
+            ),
+            None => write!(f, "nixlet: {}: {cause}", self.phase),
         }
     }
+}
+
+/// `text` with no `%` left: containerd 1.6 passes a shim's error message to Go's `Errorf` as the
+/// format string, on each hop, so `%2f` in a flake URL reached the kubelet as
+/// `%!!(MISSING)f(MISSING)`. Escapes of printable ASCII (URLs) are decoded, which keeps them
+/// readable; any other `%` becomes the fullwidth `％`, which Go leaves alone.
+pub fn without_percent_signs(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let decoded = text
+                .get(i + 1..i + 3)
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+                .filter(|byte| byte.is_ascii_graphic() && *byte != b'%');
+            match decoded {
+                Some(byte) => {
+                    out.push(byte as char);
+                    i += 3;
+                }
+                None => {
+                    out.push('％');
+                    i += 1;
+                }
+            }
+            continue;
+        }
+        let ch = text[i..].chars().next().unwrap_or_default();
+        out.push(ch);
+        i += ch.len_utf8();
+    }
+    out
 }
 
 impl Error for CreateError {}
@@ -102,6 +141,14 @@ mod tests {
 
     fn io() -> std::io::Error {
         std::io::Error::new(std::io::ErrorKind::NotFound, "no such file")
+    }
+
+    #[test]
+    fn no_percent_sign_reaches_containerd() {
+        assert_eq!(
+            without_percent_signs("flake path:/a?narHash=sha256-Cb%2fQL%2Bd=#x: 100% é %25 %zz"),
+            "flake path:/a?narHash=sha256-Cb/QL+d=#x: 100％ é ％25 ％zz"
+        );
     }
 
     #[test]

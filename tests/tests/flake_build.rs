@@ -163,7 +163,13 @@ fn a_flake_package_no_cache_has_is_built_on_the_node_as_locked() {
                 &[
                     "environment e2e-flake/wrong:1",
                     "package \"tool\"",
-                    &format!("flake {}#{}", flake.locked_url, flake.attr_path),
+                    // containerd formats the message with Go's Errorf, so the shim decodes
+                    // the URL's escapes (`create_error::without_percent_signs`).
+                    &format!(
+                        "flake {}#{}",
+                        percent_decoded(&flake.locked_url),
+                        flake.attr_path
+                    ),
                     &format!("nix built {} for output \"out\"", flake.out),
                     &format!("manifest.lock names {wrong_out}"),
                 ],
@@ -177,4 +183,27 @@ fn a_flake_package_no_cache_has_is_built_on_the_node_as_locked() {
             Ok(())
         },
     );
+}
+
+/// `url` with its `%XX` escapes decoded, as the shim shows it.
+fn percent_decoded(url: &str) -> String {
+    let mut out = Vec::new();
+    let bytes = url.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = url
+            .get(i + 1..i + 3)
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
