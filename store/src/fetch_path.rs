@@ -170,16 +170,9 @@ pub async fn fetch_path(
         _gc: run.gc.clone(),
     };
 
-    let permit = Arc::clone(&run.downloads)
-        .acquire_owned()
+    let permit = take_slot(&run.downloads, "download")
         .await
-        .map_err(|_| {
-            install_error(LocalError::io(
-                "schedule",
-                "/nix/store",
-                std::io::Error::other("download slots closed"),
-            ))
-        })?;
+        .map_err(install_error)?;
     let cancel = CancellationToken::new();
     let _cancel_on_drop = CancelOnDrop(cancel.clone());
     let nar = plan
@@ -200,16 +193,9 @@ pub async fn fetch_path(
         let result = match plan.substituter.open_nar(&run.http, &nar).await {
             Err(cause) => Err(cause),
             Ok(source) => {
-                let unpacking = Arc::clone(&run.unpacks)
-                    .acquire_owned()
+                let unpacking = take_slot(&run.unpacks, "unpack")
                     .await
-                    .map_err(|_| {
-                        install_error(LocalError::io(
-                            "schedule",
-                            "/nix/store",
-                            std::io::Error::other("unpack slots closed"),
-                        ))
-                    })?;
+                    .map_err(install_error)?;
                 let slot = FailureSlot::default();
                 let counting = Arc::clone(&run);
                 let on_bytes = move |bytes| {
@@ -450,4 +436,18 @@ fn install(
     }
     drop(lock);
     Ok(())
+}
+
+/// One of `slots` (downloads or unpacks); they are never closed while a fetch runs.
+async fn take_slot(
+    slots: &Arc<Semaphore>,
+    kind: &str,
+) -> Result<tokio::sync::OwnedSemaphorePermit, LocalError> {
+    Arc::clone(slots).acquire_owned().await.map_err(|_| {
+        LocalError::io(
+            "schedule",
+            "/nix/store",
+            std::io::Error::other(format!("{kind} slots closed")),
+        )
+    })
 }
