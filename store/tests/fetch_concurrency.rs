@@ -124,13 +124,7 @@ fn two_processes_fetching_one_closure_download_each_nar_once() {
         fetched_a + valid_a + fetched_b + valid_b,
         2 * closure.paths.len()
     );
-    let leftovers = StoreSnapshot::take(&tag).entries;
-    assert!(
-        leftovers
-            .iter()
-            .all(|e| !e.starts_with(".nixlet-") && !e.ends_with(".lock")),
-        "{leftovers:?}"
-    );
+    StoreSnapshot::assert_no_temporaries(&tag);
 }
 
 #[tokio::test]
@@ -207,13 +201,7 @@ async fn a_fetch_killed_mid_download_leaves_no_trace_and_a_rerun_completes() {
         .unwrap();
     assert_eq!(summary.paths_fetched, closure.paths.len());
     closure.assert_restored();
-    let leftovers = StoreSnapshot::take(&tag).entries;
-    assert!(
-        leftovers
-            .iter()
-            .all(|e| !e.starts_with(".nixlet-") && !e.ends_with(".lock")),
-        "{leftovers:?}"
-    );
+    StoreSnapshot::assert_no_temporaries(&tag);
 }
 
 #[tokio::test]

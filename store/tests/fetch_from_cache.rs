@@ -44,30 +44,9 @@ async fn round_trip(test: &str, compression: &str, edit: impl FnMut(&str) -> Opt
         // Each NAR was downloaded exactly once.
         let nar = cache.field(path, "URL").unwrap();
         assert_eq!(server.count(&nar), 1, "requests for {nar}");
-        // The narinfo's signature was kept, so host Nix can verify the path's provenance.
-        let sigs = nix_fixture::nix(&[
-            "nix",
-            "--extra-experimental-features",
-            "nix-command",
-            "path-info",
-            "--sigs",
-            path,
-        ]);
-        assert!(
-            sigs.contains(&cache.key_name),
-            "signatures of {path}: {sigs}"
-        );
+        nix_fixture::assert_signed_by(path, &cache.key_name);
     }
-    // No temporary entries or lock files are left behind.
-    let snapshot = StoreSnapshot::take(&tag);
-    assert!(
-        snapshot
-            .entries
-            .iter()
-            .all(|e| !e.starts_with(".nixlet-") && !e.ends_with(".lock")),
-        "{:?}",
-        snapshot.entries
-    );
+    StoreSnapshot::assert_no_temporaries(&tag);
 
     // A second fetch finds everything valid and downloads nothing.
     let again = fetcher.fetch_closure(&closure.roots()).await.unwrap();

@@ -112,26 +112,9 @@ async fn round_trip(test: &str, compression: &str) {
         s.closure.paths.len()
     );
     for path in &s.closure.paths {
-        let sigs = nix_fixture::nix(&[
-            "nix",
-            "--extra-experimental-features",
-            "nix-command",
-            "path-info",
-            "--sigs",
-            path,
-        ]);
-        assert!(
-            sigs.contains(&s.cache.key_name),
-            "signatures of {path}: {sigs}"
-        );
+        nix_fixture::assert_signed_by(path, &s.cache.key_name);
     }
-    let entries = StoreSnapshot::take(&s.closure.tag).entries;
-    assert!(
-        entries
-            .iter()
-            .all(|e| !e.starts_with(".nixlet-") && !e.ends_with(".lock")),
-        "{entries:?}"
-    );
+    StoreSnapshot::assert_no_temporaries(&s.closure.tag);
     let again = fetcher.fetch_closure(&s.closure.roots()).await.unwrap();
     assert_eq!(again.paths_fetched, 0);
     assert_eq!(again.bytes_downloaded, 0);

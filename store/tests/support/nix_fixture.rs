@@ -348,6 +348,31 @@ impl StoreSnapshot {
             rows,
         }
     }
+
+    /// No temporary entry or lock file of a fetch is left in the store for `tag`.
+    pub fn assert_no_temporaries(tag: &str) {
+        let entries = StoreSnapshot::take(tag).entries;
+        assert!(
+            entries
+                .iter()
+                .all(|e| !e.starts_with(".nixlet-") && !e.ends_with(".lock")),
+            "{entries:?}"
+        );
+    }
+}
+
+/// The Nix database keeps a signature by `key_name` for `path`, so host Nix can verify its
+/// provenance.
+pub fn assert_signed_by(path: &str, key_name: &str) {
+    let sigs = nix(&[
+        "nix",
+        "--extra-experimental-features",
+        "nix-command",
+        "path-info",
+        "--sigs",
+        path,
+    ]);
+    assert!(sigs.contains(key_name), "signatures of {path}: {sigs}");
 }
 
 /// A binary cache directory written by `nix copy`, with its signing key.
