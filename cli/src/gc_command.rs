@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use clap::Args;
-use nixlet_shim::config::NodeConfig;
+use nixlet_config::NodeConfig;
 use nixlet_store::GcReport;
 
 use crate::fetch_progress_bar::human_bytes;

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use nixlet_shim::config::{NodeConfig, SourceConfig};
+use nixlet_config::{NodeConfig, SourceConfig};
 
 use crate::create_events::EventSink;
 use crate::environment_sync::sync_environments;
@@ -66,7 +66,7 @@ impl RunArgs {
             |path: &std::path::Path| self.host_root.join(path.strip_prefix("/").unwrap_or(path));
         let config_path = self.config.clone().unwrap_or_else(|| {
             host(std::path::Path::new(
-                nixlet_shim::config::DEFAULT_CONFIG_PATH,
+                nixlet_config::DEFAULT_CONFIG_PATH,
             ))
         });
         let config = NodeConfig::load_from(&config_path)?;

@@ -194,7 +194,7 @@ fn runtime_class_kustomization_is_complete_and_consistent() {
     let (key, source) = file.split_once('=').expect("key=file");
     assert_eq!(key, "config.toml");
     let text = fs::read_to_string(dir.join(source)).unwrap();
-    nixlet_shim::config::NodeConfig::parse(&text, Path::new(source))
+    nixlet_config::NodeConfig::parse(&text, Path::new(source))
         .unwrap_or_else(|error| panic!("{error}"));
 
     let daemonset = objects
@@ -371,7 +371,7 @@ fn runtime_class_kustomization_is_complete_and_consistent() {
     let port = node.ports.as_ref().unwrap()[0].container_port;
     assert_eq!(annotations["prometheus.io/port"], port.to_string());
     assert_eq!(
-        nixlet_shim::config::DEFAULT_METRICS_LISTEN,
+        nixlet_config::DEFAULT_METRICS_LISTEN,
         format!("0.0.0.0:{port}")
     );
 }

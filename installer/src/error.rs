@@ -17,7 +17,7 @@ pub enum InstallError {
     #[error(transparent)]
     ContainerdConfig(#[from] ConfigError),
     #[error(transparent)]
-    NodeConfig(#[from] nixlet_shim::config::ConfigError),
+    NodeConfig(#[from] nixlet_config::ConfigError),
     #[error("install state {}: {source}", path.display())]
     State {
         path: PathBuf,

@@ -17,7 +17,7 @@ pub const DEFAULT_BINARY_DIR: &str = "/usr/local/bin";
 pub const CONTAINERD_CONFIG: &str = "/etc/containerd/config.toml";
 /// The schema 3 drop-in (containerd 2.x deep-merges imported plugin tables).
 pub const CONTAINERD_DROP_IN: &str = "/etc/containerd/conf.d/nixlet.toml";
-pub const NODE_CONFIG: &str = nixlet_shim::config::DEFAULT_CONFIG_PATH;
+pub const NODE_CONFIG: &str = nixlet_config::DEFAULT_CONFIG_PATH;
 pub const DEFAULT_ENVIRONMENTS_DIR: &str = "/var/lib/nixlet/environments";
 pub const STATE_FILE: &str = "/var/lib/nixlet/install-state.json";
 

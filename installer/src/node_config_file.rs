@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use nixlet_shim::config::{ConfigError, NodeConfig};
+use nixlet_config::{ConfigError, NodeConfig};
 
 use crate::names::DEFAULT_ENVIRONMENTS_DIR;
 
@@ -35,12 +35,12 @@ pub fn validate(text: &str, path: &Path) -> Result<NodeConfig, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nixlet_shim::config::SourceConfig;
+    use nixlet_config::SourceConfig;
 
     #[test]
     fn default_config_is_what_the_shim_accepts() {
         let config = validate(&default_text(), Path::new("/etc/nixlet/config.toml")).unwrap();
-        assert_eq!(config.runtime.binary_name, None);
+        assert_eq!(config.runtime.binary_name(), None);
         assert_eq!(
             config.sources,
             vec![SourceConfig::Dir {

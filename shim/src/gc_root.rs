@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use nixlet_manifest::StorePath;
 
-pub const DEFAULT_GC_ROOTS_DIR: &str = "/nix/var/nix/gcroots/nixlet";
+pub use nixlet_config::DEFAULT_GC_ROOTS_DIR;
 
 /// The root's file name: containerd's namespace and container id, both `[A-Za-z0-9._-]`.
 pub fn root_path(roots_dir: &Path, namespace: &str, container_id: &str) -> PathBuf {

@@ -3,7 +3,6 @@
 
 pub mod activation;
 pub mod bundle;
-pub mod config;
 pub mod create_error;
 pub mod create_report;
 pub mod delegate;

@@ -1,5 +1,5 @@
 use containerd_shim::Config;
-use nixlet_shim::config::{NodeConfig, DEFAULT_LOG_LEVEL};
+use nixlet_config::{NodeConfig, DEFAULT_LOG_LEVEL};
 use nixlet_shim::shim::{NixletShim, RUNTIME_ID};
 
 #[tokio::main]

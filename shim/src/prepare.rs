@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use crate::activation::activation_files;
 use crate::bundle;
-use crate::config::NodeConfig;
+use nixlet_config::NodeConfig;
 use crate::create_error::{CreateError, Phase};
 use crate::create_report::{CreateReport, PodIdentity};
 use crate::env_overlay::{EnvOverlay, ViewFacts, CA_BUNDLE};

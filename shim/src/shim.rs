@@ -24,7 +24,7 @@ use containerd_shim::{socket_address, Config, Error, Flags, StartOpts};
 use tokio::io::AsyncReadExt;
 
 use crate::bundle;
-use crate::config::NodeConfig;
+use nixlet_config::NodeConfig;
 use crate::delegate::{self, ShimArgs, DELEGATE_ADDRESS_ENV};
 use crate::task_service::NixletTask;
 

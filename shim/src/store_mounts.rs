@@ -13,7 +13,7 @@ use nixlet_manifest::StorePath;
 use nixlet_store::store_tree::{StoreTrees, TreeError};
 use nixlet_store::{GcLock, LocalStore, StoreError};
 
-use crate::config::{MountStrategy, NodeConfig};
+use nixlet_config::{MountStrategy, NodeConfig};
 use crate::create_error::Phase;
 use crate::spec_rewrite::StoreMounts;
 

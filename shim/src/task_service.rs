@@ -21,7 +21,7 @@ use containerd_shim::protos::ttrpc::r#async::TtrpcContext;
 use containerd_shim::protos::ttrpc::{self, context::Context, Code};
 use tokio::sync::OnceCell;
 
-use crate::config::NodeConfig;
+use nixlet_config::NodeConfig;
 use crate::create_error::{cause_chain, CreateError, Phase};
 use crate::create_report::CreateReport;
 use crate::delegate;

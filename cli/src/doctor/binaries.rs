@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use nixlet_installer::names::SHIM_BINARY;
 use nixlet_installer::HostRoot;
-use nixlet_shim::config::NodeConfig;
+use nixlet_config::NodeConfig;
 
 use super::report::Report;
 
@@ -82,7 +82,7 @@ pub fn check(report: &mut Report, host: &HostRoot, search: &SearchPath, config: 
         ),
     }
 
-    let runtime = config.runtime.binary_name.as_deref().unwrap_or("runc");
+    let runtime = config.runtime.binary_name().unwrap_or("runc");
     match look_path(host, &search.path, runtime) {
         Some(found) => report.ok(
             "oci runtime",
@@ -92,7 +92,7 @@ pub fn check(report: &mut Report, host: &HostRoot, search: &SearchPath, config: 
             "oci runtime",
             format!(
                 "{runtime} ([runtime] binary_name{}) is not on {} ({})",
-                if config.runtime.binary_name.is_none() {
+                if config.runtime.binary_name().is_none() {
                     ", default"
                 } else {
                     ""

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use nixlet_installer::HostRoot;
 use nixlet_manifest::Netrc;
-use nixlet_shim::config::{NodeConfig, SourceConfig};
+use nixlet_config::{NodeConfig, SourceConfig};
 
 use super::report::Report;
 

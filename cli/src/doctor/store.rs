@@ -5,7 +5,7 @@ use std::path::Path;
 
 use nixlet_installer::HostRoot;
 use nixlet_manifest::STORE_DIR;
-use nixlet_shim::config::NodeConfig;
+use nixlet_config::NodeConfig;
 use nixlet_store::NixDb;
 use rustix::fs::{Access, StatVfsMountFlags};
 

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use nixlet_installer::HostRoot;
-use nixlet_shim::config::NodeConfig;
+use nixlet_config::NodeConfig;
 use nixlet_store::cache_probe::probe_cache_info;
 use nixlet_store::signature::TrustedKey;
 use nixlet_store::{SubstituterBackend, SubstituterConfig};

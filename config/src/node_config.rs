@@ -10,10 +10,13 @@ use nixlet_manifest::{DirSource, EnvironmentSource, HttpSource, HttpSourceOption
 use nixlet_store::{FetchOptions, GcOptions, SubstituterConfig, INSTALL_RECORD_FILE};
 use serde::Deserialize;
 
+use crate::runtime::{RuntimeConfig, RuntimeSection};
+
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/nixlet/config.toml";
 pub const CONFIG_PATH_ENV: &str = "NIXLET_CONFIG";
-pub const DEFAULT_DELEGATE_SHIM: &str = "containerd-shim-runc-v2";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/nixlet";
+/// One GC root per running nixlet container lives here (see the shim's `gc_root`).
+pub const DEFAULT_GC_ROOTS_DIR: &str = "/nix/var/nix/gcroots/nixlet";
 pub const DEFAULT_NIX_GCROOTS_DIR: &str = "/nix/var/nix/gcroots";
 /// Paths used within this long are kept by GC: the shim roots a closure only after fetching it.
 pub const DEFAULT_GC_GRACE_SECS: u64 = 600;
@@ -137,15 +140,6 @@ impl Default for FetchSettings {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RuntimeConfig {
-    /// OCI runtime the runc shim runs (runc, crun, youki, or a path); `None` keeps the runc
-    /// shim's own default.
-    pub binary_name: Option<String>,
-    /// The shim every task RPC is forwarded to.
-    pub delegate_shim: String,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum SourceConfig {
@@ -226,23 +220,13 @@ struct FetchSection {
     parallel_downloads: Option<usize>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RuntimeSection {
-    binary_name: Option<String>,
-    delegate_shim: Option<String>,
-}
-
 impl Default for NodeConfig {
     fn default() -> Self {
         NodeConfig {
             system: native_system(),
             nix_db: PathBuf::from(nixlet_store::DEFAULT_NIX_DB),
-            gc_roots_dir: PathBuf::from(crate::gc_root::DEFAULT_GC_ROOTS_DIR),
-            runtime: RuntimeConfig {
-                binary_name: None,
-                delegate_shim: DEFAULT_DELEGATE_SHIM.to_string(),
-            },
+            gc_roots_dir: PathBuf::from(DEFAULT_GC_ROOTS_DIR),
+            runtime: RuntimeConfig::default(),
             sources: Vec::new(),
             substituters: Vec::new(),
             fetch: FetchSettings::default(),
@@ -296,11 +280,7 @@ impl NodeConfig {
         for source in &file.sources {
             check_source(source).map_err(invalid)?;
         }
-        if let Some(binary) = &file.runtime.binary_name {
-            if binary.is_empty() {
-                return Err(invalid("runtime binary_name must not be empty".into()));
-            }
-        }
+        let runtime = file.runtime.validate().map_err(invalid)?;
         let gc = GcSettings {
             max_store_bytes: file.gc.max_store_bytes,
             min_free_bytes: file.gc.min_free_bytes,
@@ -363,13 +343,7 @@ impl NodeConfig {
             system: file.system.unwrap_or(defaults.system),
             nix_db: file.nix_db.unwrap_or(defaults.nix_db),
             gc_roots_dir,
-            runtime: RuntimeConfig {
-                binary_name: file.runtime.binary_name,
-                delegate_shim: file
-                    .runtime
-                    .delegate_shim
-                    .unwrap_or(defaults.runtime.delegate_shim),
-            },
+            runtime,
             sources: file.sources,
             substituters: file.substituters,
             fetch: FetchSettings {
@@ -498,6 +472,7 @@ fn check_source(source: &SourceConfig) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::DEFAULT_DELEGATE_SHIM;
 
     fn parse(text: &str) -> Result<NodeConfig, ConfigError> {
         NodeConfig::parse(text, Path::new("/etc/nixlet/config.toml"))
@@ -519,7 +494,7 @@ mod tests {
         .unwrap();
         assert_eq!(config.system, "aarch64-linux");
         assert_eq!(config.nix_db, PathBuf::from("/var/db.sqlite"));
-        assert_eq!(config.runtime.binary_name.as_deref(), Some("crun"));
+        assert_eq!(config.runtime.binary_name(), Some("crun"));
         assert_eq!(config.runtime.delegate_shim, DEFAULT_DELEGATE_SHIM);
         assert_eq!(
             config.sources,
