@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use nixlet_manifest::{EnvRef, ResolvedEnv};
 use nixlet_config::NodeConfig;
+use nixlet_manifest::{EnvRef, ResolvedEnv};
 use nixlet_store::{FetchProgress, Fetcher, FlakeRecipe, LocalStore};
 
 use crate::fetch_progress_bar::{human_bytes, Reporter};

@@ -64,11 +64,10 @@ impl RunArgs {
     pub fn run(self) -> Result<()> {
         let host =
             |path: &std::path::Path| self.host_root.join(path.strip_prefix("/").unwrap_or(path));
-        let config_path = self.config.clone().unwrap_or_else(|| {
-            host(std::path::Path::new(
-                nixlet_config::DEFAULT_CONFIG_PATH,
-            ))
-        });
+        let config_path = self
+            .config
+            .clone()
+            .unwrap_or_else(|| host(std::path::Path::new(nixlet_config::DEFAULT_CONFIG_PATH)));
         let config = NodeConfig::load_from(&config_path)?;
 
         let metrics = Arc::new(NodeMetrics::new());

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use nixlet_manifest::EnvRef;
 use nixlet_config::NodeConfig;
+use nixlet_manifest::EnvRef;
 use nixlet_store::environment_sbom::{environment_sbom, EnvironmentSbomError};
 
 #[derive(Args)]

@@ -138,7 +138,10 @@ mod tests {
         .unwrap();
         assert_eq!(config.runc_options.systemd_cgroup, Some(true));
         assert_eq!(config.binary_name(), Some("crun"));
-        assert_eq!(config.runc_options.root.as_deref(), Some("/run/containerd/runc"));
+        assert_eq!(
+            config.runc_options.root.as_deref(),
+            Some("/run/containerd/runc")
+        );
         assert_eq!(config.runc_options.no_new_keyring, Some(true));
         assert_eq!(config.runc_options.io_uid, Some(1000));
         assert_eq!(config.delegate_shim, DEFAULT_DELEGATE_SHIM);
@@ -146,7 +149,10 @@ mod tests {
 
     #[test]
     fn binary_name_is_a_shorthand_that_must_agree() {
-        assert_eq!(section(r#"binary_name = "youki""#).unwrap().binary_name(), Some("youki"));
+        assert_eq!(
+            section(r#"binary_name = "youki""#).unwrap().binary_name(),
+            Some("youki")
+        );
         let same = section("binary_name = \"crun\"\n[runc_options]\nBinaryName = \"crun\"");
         assert_eq!(same.unwrap().binary_name(), Some("crun"));
         let error =
@@ -162,7 +168,11 @@ mod tests {
         assert!(section("[runc_options]\nRoot = \"run/runc\"")
             .unwrap_err()
             .contains("absolute"));
-        assert!(section(r#"binary_name = """#).unwrap_err().contains("empty"));
-        assert!(section(r#"delegate_shim = """#).unwrap_err().contains("empty"));
+        assert!(section(r#"binary_name = """#)
+            .unwrap_err()
+            .contains("empty"));
+        assert!(section(r#"delegate_shim = """#)
+            .unwrap_err()
+            .contains("empty"));
     }
 }

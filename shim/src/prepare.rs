@@ -19,7 +19,6 @@ use serde_json::Value;
 
 use crate::activation::activation_files;
 use crate::bundle;
-use nixlet_config::NodeConfig;
 use crate::create_error::{CreateError, Phase};
 use crate::create_report::{CreateReport, PodIdentity};
 use crate::env_overlay::{EnvOverlay, ViewFacts, CA_BUNDLE};
@@ -27,6 +26,7 @@ use crate::gc_root;
 use crate::spec_rewrite::{rewrite_spec, CommandPlan};
 use crate::store_mounts::{nix_state_dir, plan_store_mounts, PlannedMounts};
 use crate::view_cache::{view_key, ViewCache};
+use nixlet_config::NodeConfig;
 
 /// Where the view keeps the lock file of the generation it was built from.
 pub const VIEW_LOCK_FILE: &str = "manifest.lock";

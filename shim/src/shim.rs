@@ -1,13 +1,7 @@
-//! The shim's lifecycle actions (`start`, `delete`, serve) as containerd drives them.
-//!
-//! `start` first runs the runc shim's own `start` (which writes `bundle/address`), then starts
-//! or reuses nixlet's daemon for the same group of containers, and writes nixlet's address last,
-//! so that containerd (also after a restart) talks to nixlet and nixlet to the runc shim.
-//!
-//! The first container of a pod (its sandbox) takes that whole path. Every later one finds the
-//! pod's two daemons already serving; then `start` only writes nixlet's address, which is all the
-//! runc shim's `start` and a second nixlet daemon would have ended up doing, without starting
-//! either process (a Go binary and a Rust one per container, on the path of every pod start).
+//! The shim library's lifecycle hooks: nixlet's daemon (serving the task API in front of the
+//! runc shim) and the `delete` cleanup containerd runs after a shim or container is gone.
+//! `start` and `-info` are nixlet's own (`start.rs`, `info.rs`): their input and answer differ
+//! between containerd versions in ways the library does not know.
 
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -16,26 +10,18 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use containerd_shim::asynchronous::publisher::RemotePublisher;
-use containerd_shim::asynchronous::{spawn, ExitSignal, Shim};
+use containerd_shim::asynchronous::{ExitSignal, Shim};
 use containerd_shim::protos::api::DeleteResponse;
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim::protos::protobuf::MessageField;
-use containerd_shim::{socket_address, Config, Error, Flags, StartOpts};
-use tokio::io::AsyncReadExt;
-
-use crate::bundle;
+use containerd_shim::{Config, Error, Flags, StartOpts};
 use nixlet_config::NodeConfig;
-use crate::delegate::{self, ShimArgs, DELEGATE_ADDRESS_ENV};
+
+use crate::bootstrap::{ShimEndpoint, TaskApi};
+use crate::delegate::{self, ShimArgs, DELEGATE_ADDRESS_ENV, DELEGATE_TASK_API_ENV};
 use crate::task_service::NixletTask;
 
 pub const RUNTIME_ID: &str = "io.containerd.nixlet.v2";
-
-/// Spec annotations the runc shim groups containers by (one shim per pod); nixlet groups the
-/// same way so each pod has one nixlet daemon in front of one runc shim.
-const GROUP_ANNOTATIONS: [&str; 2] = [
-    "io.containerd.runc.v2.group",
-    "io.kubernetes.cri.sandbox-id",
-];
 
 /// The file the runc shim writes into the bundle at Create (the OCI runtime's root); without it
 /// the runc shim's `delete` fails, because it never created the container.
@@ -49,72 +35,47 @@ pub struct NixletShim {
     exit: Arc<ExitSignal>,
 }
 
+impl From<&Flags> for ShimArgs {
+    fn from(flags: &Flags) -> Self {
+        ShimArgs {
+            namespace: flags.namespace.clone(),
+            id: flags.id.clone(),
+            address: flags.address.clone(),
+            publish_binary: flags.publish_binary.clone(),
+            bundle: flags.bundle.clone(),
+            debug: flags.debug,
+        }
+    }
+}
+
 #[async_trait]
 impl Shim for NixletShim {
     type T = NixletTask;
 
     async fn new(_runtime_id: &str, flags: &Flags, _config: &mut Config) -> Self {
         NixletShim {
-            args: ShimArgs {
-                namespace: flags.namespace.clone(),
-                id: flags.id.clone(),
-                address: flags.address.clone(),
-                publish_binary: flags.publish_binary.clone(),
-                bundle: flags.bundle.clone(),
-                debug: flags.debug,
-            },
+            args: ShimArgs::from(flags),
             exit: Arc::new(ExitSignal::default()),
         }
     }
 
-    async fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
-        // containerd writes the handler's options to stdin; they are for nixlet, not for the
-        // runc shim, and the library's `spawn` would try to decode them as runc options.
-        let mut options = Vec::new();
-        tokio::io::stdin()
-            .read_to_end(&mut options)
-            .await
-            .map_err(|error| Error::Other(format!("nixlet: read runtime options: {error}")))?;
-
-        let group = group_of_bundle(Path::new("."), &opts.id);
-        let running = PodShims::of(&opts, &group);
-        if running.both_serving().await {
-            tracing::debug!(container = %opts.id, address = %running.nixlet, "start: the pod's shims are running; reusing them");
-            std::fs::write("address", &running.nixlet)
-                .map_err(|error| Error::Other(format!("nixlet: write bundle address: {error}")))?;
-            return Ok(running.nixlet);
-        }
-
-        let config =
-            NodeConfig::load().map_err(|error| Error::Other(format!("nixlet: {error}")))?;
-        let delegate_address = delegate::start(&config.runtime.delegate_shim, &self.args)
-            .await
-            .map_err(|error| Error::Other(format!("nixlet: {error}")))?;
-
-        // nixlet's daemon starts while the runc shim's comes up: neither waits for the other,
-        // only the address file must wait for the runc daemon (see `wait_serving`).
-        let id = opts.id.clone();
-        let grouping = nixlet_grouping(&group);
-        let (serving, address) = tokio::join!(
-            delegate::wait_serving(&delegate_address, &id),
-            spawn(
-                opts,
-                &grouping,
-                vec![(DELEGATE_ADDRESS_ENV, delegate_address.as_str())],
-            )
-        );
-        // A nixlet daemon started for a runc shim that never answered exits on its own once it
-        // sees the runc socket gone (`exit_with_delegate`).
-        serving.map_err(|error| Error::Other(format!("nixlet: {error}")))?;
-        let address = address?;
-        std::fs::write("address", &address)
-            .map_err(|error| Error::Other(format!("nixlet: write bundle address: {error}")))?;
-        Ok(address)
+    async fn start_shim(&mut self, _opts: StartOpts) -> containerd_shim::Result<String> {
+        // main.rs runs `start` itself, before the library sees the command line.
+        Err(Error::Unimplemented(
+            "nixlet: start is run by nixlet's own bootstrap".to_string(),
+        ))
     }
 
     async fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
-        let config =
-            NodeConfig::load().map_err(|error| Error::Other(format!("nixlet: {error}")))?;
+        // Cleanup must work whatever the node config says now: a config that stopped parsing
+        // would otherwise leave every nixlet container of the node impossible to remove.
+        let delegate_shim = match NodeConfig::load() {
+            Ok(config) => config.runtime.delegate_shim,
+            Err(error) => {
+                tracing::warn!(error = %error, "delete: node config unreadable; using the default runc shim");
+                nixlet_config::DEFAULT_DELEGATE_SHIM.to_string()
+            }
+        };
         let bundle = if self.args.bundle.is_empty() {
             Path::new(".").to_path_buf()
         } else {
@@ -126,7 +87,7 @@ impl Shim for NixletShim {
             tracing::info!(container = %self.args.id, "delete: the runc shim never created this container");
             return Ok(killed_response());
         }
-        delegate::delete(&config.runtime.delegate_shim, &self.args)
+        delegate::delete(&delegate_shim, &self.args)
             .await
             .map_err(|error| Error::Other(format!("nixlet: {error}")))
     }
@@ -137,17 +98,24 @@ impl Shim for NixletShim {
 
     async fn create_task_service(&self, _publisher: RemotePublisher) -> Self::T {
         // The runc shim publishes task events to containerd itself; nixlet has none of its own.
-        let delegate_address = std::env::var(DELEGATE_ADDRESS_ENV).unwrap_or_default();
+        let endpoint = delegate_from_env();
         tokio::spawn(exit_with_delegate(
-            delegate_address.clone(),
+            endpoint.address.clone(),
             self.exit.clone(),
         ));
-        NixletTask::new(
-            delegate_address,
-            self.args.namespace.clone(),
-            self.exit.clone(),
-        )
+        NixletTask::new(endpoint, self.args.namespace.clone(), self.exit.clone())
     }
+}
+
+/// The runc shim `start` handed this daemon through its environment.
+fn delegate_from_env() -> ShimEndpoint {
+    let address = std::env::var(DELEGATE_ADDRESS_ENV).unwrap_or_default();
+    let task_api = std::env::var(DELEGATE_TASK_API_ENV)
+        .ok()
+        .and_then(|version| version.parse().ok())
+        .and_then(TaskApi::from_version)
+        .unwrap_or(TaskApi::V2);
+    ShimEndpoint { address, task_api }
 }
 
 /// What the runc shim answers `delete` with for a container it has no trace of: killed, now.
@@ -164,56 +132,6 @@ fn killed_response() -> DeleteResponse {
         }),
         ..Default::default()
     }
-}
-
-/// nixlet's own group id for a runc shim group: another socket than the runc shim's.
-fn nixlet_grouping(group: &str) -> String {
-    format!("nixlet-{group}")
-}
-
-/// The sockets of one pod's (one group's) nixlet daemon and runc shim daemon.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct PodShims {
-    nixlet: String,
-    /// Where the runc shim's `start` puts its daemon: the Go shim derives the socket the same
-    /// way from the same inputs.
-    runc: String,
-}
-
-impl PodShims {
-    fn of(opts: &StartOpts, group: &str) -> Self {
-        PodShims {
-            nixlet: socket_address(&opts.address, &opts.namespace, &nixlet_grouping(group)),
-            runc: socket_address(&opts.address, &opts.namespace, group),
-        }
-    }
-
-    /// Both accept connections. A runc shim that died is not reused even while its nixlet
-    /// daemon has not noticed yet: the full path then starts a new one, as the runc shim's own
-    /// `start` would.
-    async fn both_serving(&self) -> bool {
-        let sockets = [self.nixlet.clone(), self.runc.clone()];
-        tokio::task::spawn_blocking(move || {
-            sockets.iter().all(|address| {
-                UnixStream::connect(address.strip_prefix("unix://").unwrap_or(address)).is_ok()
-            })
-        })
-        .await
-        .unwrap_or(false)
-    }
-}
-
-/// The group id the runc shim will use for this bundle's container.
-fn group_of_bundle(bundle: &Path, id: &str) -> String {
-    bundle::read_spec(bundle)
-        .ok()
-        .and_then(|spec| {
-            let annotations = spec.get("annotations")?.as_object()?;
-            GROUP_ANNOTATIONS
-                .iter()
-                .find_map(|key| annotations.get(*key)?.as_str().map(str::to_string))
-        })
-        .unwrap_or_else(|| id.to_string())
 }
 
 /// A runc shim that died (OOM killer, SIGKILL) takes nixlet's daemon with it, so that
@@ -234,70 +152,5 @@ async fn exit_with_delegate(address: String, exit: Arc<ExitSignal>) {
             exit.signal();
             return;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn groups_like_the_runc_shim() {
-        let bundle = tempfile::tempdir().unwrap();
-        assert_eq!(group_of_bundle(bundle.path(), "c1"), "c1");
-        std::fs::write(
-            bundle.path().join("config.json"),
-            r#"{"annotations":{"io.kubernetes.cri.sandbox-id":"pod1"}}"#,
-        )
-        .unwrap();
-        assert_eq!(group_of_bundle(bundle.path(), "c1"), "pod1");
-        std::fs::write(
-            bundle.path().join("config.json"),
-            r#"{"annotations":{"io.kubernetes.cri.sandbox-id":"pod1","io.containerd.runc.v2.group":"g"}}"#,
-        )
-        .unwrap();
-        assert_eq!(group_of_bundle(bundle.path(), "c1"), "g");
-    }
-
-    fn start_opts(address: &str) -> StartOpts {
-        StartOpts {
-            id: "c2".into(),
-            address: address.into(),
-            namespace: "k8s.io".into(),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn the_pod_shims_are_nixlets_and_the_runc_shims_group_sockets() {
-        let shims = PodShims::of(&start_opts("/run/containerd/containerd.sock"), "pod1");
-        assert_eq!(
-            shims.nixlet,
-            socket_address("/run/containerd/containerd.sock", "k8s.io", "nixlet-pod1")
-        );
-        assert_eq!(
-            shims.runc,
-            socket_address("/run/containerd/containerd.sock", "k8s.io", "pod1")
-        );
-        assert_ne!(shims.nixlet, shims.runc);
-    }
-
-    #[tokio::test]
-    async fn shims_are_reused_only_while_both_accept_connections() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = |name: &str| dir.path().join(name).display().to_string();
-        let shims = PodShims {
-            nixlet: format!("unix://{}", path("nixlet.sock")),
-            runc: format!("unix://{}", path("runc.sock")),
-        };
-        assert!(!shims.both_serving().await, "neither socket exists");
-        let nixlet = std::os::unix::net::UnixListener::bind(path("nixlet.sock")).unwrap();
-        assert!(!shims.both_serving().await, "the runc shim is not there");
-        let runc = std::os::unix::net::UnixListener::bind(path("runc.sock")).unwrap();
-        assert!(shims.both_serving().await);
-        // A dead runc shim leaves its socket file behind, refusing connections.
-        drop(runc);
-        assert!(!shims.both_serving().await, "the runc shim died");
-        drop(nixlet);
     }
 }

@@ -13,9 +13,9 @@ use nixlet_manifest::StorePath;
 use nixlet_store::store_tree::{StoreTrees, TreeError};
 use nixlet_store::{GcLock, LocalStore, StoreError};
 
-use nixlet_config::{MountStrategy, NodeConfig};
 use crate::create_error::Phase;
 use crate::spec_rewrite::StoreMounts;
+use nixlet_config::{MountStrategy, NodeConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreMountError {

@@ -15,21 +15,22 @@ use containerd_shim::protos::api::{
     UpdateTaskRequest, WaitRequest, WaitResponse,
 };
 use containerd_shim::protos::protobuf::MessageField;
-use containerd_shim::protos::shim_async::{Task, TaskClient};
+use containerd_shim::protos::shim_async::Task;
 use containerd_shim::protos::ttrpc::error::get_rpc_status;
 use containerd_shim::protos::ttrpc::r#async::TtrpcContext;
 use containerd_shim::protos::ttrpc::{self, context::Context, Code};
 use tokio::sync::OnceCell;
 
-use nixlet_config::NodeConfig;
+use crate::bootstrap::ShimEndpoint;
 use crate::create_error::{cause_chain, CreateError, Phase};
 use crate::create_report::CreateReport;
-use crate::delegate;
+use crate::delegate::DelegateClient;
 use crate::env_overlay::EnvOverlay;
 use crate::gc_root;
 use crate::prepare::{prepare_bundle, ContainerRef, Prepared};
 use crate::runtime_options::options_for_delegate;
 use crate::spec_rewrite::rewrite_process;
+use nixlet_config::NodeConfig;
 
 /// What nixlet remembers of a container it rewrote.
 #[derive(Debug, Clone)]
@@ -42,8 +43,8 @@ struct Rewritten {
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
 
 pub struct NixletTask {
-    delegate_address: String,
-    delegate: OnceCell<TaskClient>,
+    delegate_endpoint: ShimEndpoint,
+    delegate: OnceCell<DelegateClient>,
     /// containerd namespace this shim serves (GC roots are named by namespace and id).
     namespace: String,
     /// Containers created through this shim, with the overlay of those nixlet rewrote. Mirrors
@@ -53,9 +54,13 @@ pub struct NixletTask {
 }
 
 impl NixletTask {
-    pub fn new(delegate_address: String, namespace: String, exit: Arc<ExitSignal>) -> NixletTask {
+    pub fn new(
+        delegate_endpoint: ShimEndpoint,
+        namespace: String,
+        exit: Arc<ExitSignal>,
+    ) -> NixletTask {
         NixletTask {
-            delegate_address,
+            delegate_endpoint,
             namespace,
             delegate: OnceCell::new(),
             containers: Mutex::new(HashMap::new()),
@@ -63,9 +68,9 @@ impl NixletTask {
         }
     }
 
-    async fn client(&self) -> ttrpc::Result<&TaskClient> {
+    async fn client(&self) -> ttrpc::Result<&DelegateClient> {
         self.delegate
-            .get_or_try_init(|| delegate::connect(&self.delegate_address))
+            .get_or_try_init(|| DelegateClient::connect(&self.delegate_endpoint))
             .await
             .map_err(|error| get_rpc_status(Code::UNAVAILABLE, format!("nixlet: {error}")))
     }
@@ -146,18 +151,17 @@ impl Task for NixletTask {
                 return Err(get_rpc_status(code, error.to_string()));
             }
         };
-        let options =
-            options_for_delegate(req.options.as_ref(), config.runtime.binary_name.as_deref())
-                .map_err(|error| {
-                    get_rpc_status(
-                        Code::INVALID_ARGUMENT,
-                        format!("nixlet: delegate: runtime options: {}", cause_chain(&error)),
-                    )
-                })?;
+        let options = options_for_delegate(req.options.as_ref(), &config.runtime.runc_options)
+            .map_err(|error| {
+                get_rpc_status(
+                    Code::INVALID_ARGUMENT,
+                    format!("nixlet: delegate: runtime options: {}", cause_chain(&error)),
+                )
+            })?;
         req.options = MessageField::from_option(options);
 
         let forwarded = match self.client().await {
-            Ok(client) => client.create(forward_context(ctx), &req).await,
+            Ok(client) => client.call(forward_context(ctx), "Create", &req).await,
             Err(error) => Err(error),
         };
         let rewritten = match prepared {
@@ -194,7 +198,10 @@ impl Task for NixletTask {
                 })?;
             }
         }
-        self.client().await?.exec(forward_context(ctx), &req).await
+        self.client()
+            .await?
+            .call(forward_context(ctx), "Exec", &req)
+            .await
     }
 
     async fn delete(
@@ -205,7 +212,7 @@ impl Task for NixletTask {
         let response = self
             .client()
             .await?
-            .delete(forward_context(ctx), &req)
+            .call(forward_context(ctx), "Delete", &req)
             .await?;
         if req.exec_id.is_empty() {
             let removed = self
@@ -224,7 +231,7 @@ impl Task for NixletTask {
         let forwarded = self
             .client()
             .await?
-            .shutdown(forward_context(ctx), &req)
+            .call(forward_context(ctx), "Shutdown", &req)
             .await;
         // The runc shim exits on Shutdown once it serves no container, sometimes before its
         // answer reaches nixlet; nixlet then exits too, after answering containerd.
@@ -248,25 +255,37 @@ impl Task for NixletTask {
     }
 
     async fn state(&self, ctx: &TtrpcContext, req: StateRequest) -> ttrpc::Result<StateResponse> {
-        self.client().await?.state(forward_context(ctx), &req).await
+        self.client()
+            .await?
+            .call(forward_context(ctx), "State", &req)
+            .await
     }
 
     async fn start(&self, ctx: &TtrpcContext, req: StartRequest) -> ttrpc::Result<StartResponse> {
-        self.client().await?.start(forward_context(ctx), &req).await
+        self.client()
+            .await?
+            .call(forward_context(ctx), "Start", &req)
+            .await
     }
 
     async fn pids(&self, ctx: &TtrpcContext, req: PidsRequest) -> ttrpc::Result<PidsResponse> {
-        self.client().await?.pids(forward_context(ctx), &req).await
+        self.client()
+            .await?
+            .call(forward_context(ctx), "Pids", &req)
+            .await
     }
 
     async fn pause(&self, ctx: &TtrpcContext, req: PauseRequest) -> ttrpc::Result<Empty> {
-        self.client().await?.pause(forward_context(ctx), &req).await
+        self.client()
+            .await?
+            .call(forward_context(ctx), "Pause", &req)
+            .await
     }
 
     async fn resume(&self, ctx: &TtrpcContext, req: ResumeRequest) -> ttrpc::Result<Empty> {
         self.client()
             .await?
-            .resume(forward_context(ctx), &req)
+            .call(forward_context(ctx), "Resume", &req)
             .await
     }
 
@@ -277,41 +296,50 @@ impl Task for NixletTask {
     ) -> ttrpc::Result<Empty> {
         self.client()
             .await?
-            .checkpoint(forward_context(ctx), &req)
+            .call(forward_context(ctx), "Checkpoint", &req)
             .await
     }
 
     async fn kill(&self, ctx: &TtrpcContext, req: KillRequest) -> ttrpc::Result<Empty> {
-        self.client().await?.kill(forward_context(ctx), &req).await
+        self.client()
+            .await?
+            .call(forward_context(ctx), "Kill", &req)
+            .await
     }
 
     async fn resize_pty(&self, ctx: &TtrpcContext, req: ResizePtyRequest) -> ttrpc::Result<Empty> {
         self.client()
             .await?
-            .resize_pty(forward_context(ctx), &req)
+            .call(forward_context(ctx), "ResizePty", &req)
             .await
     }
 
     async fn close_io(&self, ctx: &TtrpcContext, req: CloseIORequest) -> ttrpc::Result<Empty> {
         self.client()
             .await?
-            .close_io(forward_context(ctx), &req)
+            .call(forward_context(ctx), "CloseIO", &req)
             .await
     }
 
     async fn update(&self, ctx: &TtrpcContext, req: UpdateTaskRequest) -> ttrpc::Result<Empty> {
         self.client()
             .await?
-            .update(forward_context(ctx), &req)
+            .call(forward_context(ctx), "Update", &req)
             .await
     }
 
     async fn wait(&self, ctx: &TtrpcContext, req: WaitRequest) -> ttrpc::Result<WaitResponse> {
-        self.client().await?.wait(forward_context(ctx), &req).await
+        self.client()
+            .await?
+            .call(forward_context(ctx), "Wait", &req)
+            .await
     }
 
     async fn stats(&self, ctx: &TtrpcContext, req: StatsRequest) -> ttrpc::Result<StatsResponse> {
-        self.client().await?.stats(forward_context(ctx), &req).await
+        self.client()
+            .await?
+            .call(forward_context(ctx), "Stats", &req)
+            .await
     }
 
     async fn connect(
@@ -321,7 +349,7 @@ impl Task for NixletTask {
     ) -> ttrpc::Result<ConnectResponse> {
         self.client()
             .await?
-            .connect(forward_context(ctx), &req)
+            .call(forward_context(ctx), "Connect", &req)
             .await
     }
 }

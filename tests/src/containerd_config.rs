@@ -1,6 +1,9 @@
-//! The private containerd's config file (schema version 2, as containerd 1.6 reads it).
+//! The private containerd's config file: schema 2 for containerd 1.6 and 1.7, schema 3 (CRI split
+//! into `io.containerd.cri.v1.images` and `io.containerd.cri.v1.runtime`) for 2.x.
 
 use std::path::{Path, PathBuf};
+
+use crate::containerd_version;
 
 /// Handler names as a kubelet passes them (RuntimeClass handler).
 pub const RUNC_HANDLER: &str = "runc";
@@ -56,14 +59,29 @@ impl ContainerdPaths {
 pub fn render(paths: &ContainerdPaths, sandbox_image: &str, snapshotter: &str) -> String {
     let mut config = render_without_nixlet(paths, sandbox_image, snapshotter);
     config.push_str(&format!(
-        r#"    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{nixlet}]
+        r#"    [{runtimes}.{nixlet}]
       runtime_type = "io.containerd.nixlet.v2"
       pod_annotations = ["nixlet.dev/*", "flox.dev/*"]
       container_annotations = ["nixlet.dev/*", "flox.dev/*"]
 "#,
+        runtimes = runtimes_table(schema_3()),
         nixlet = NIXLET_HANDLER,
     ));
     config
+}
+
+/// Whether the `containerd` on PATH reads schema 3 (see [`containerd_version`]).
+fn schema_3() -> bool {
+    containerd_version::installed().is_ok_and(|version| version.uses_schema_3())
+}
+
+/// Where CRI's runtimes (handlers) live in the config.
+pub fn runtimes_table(schema_3: bool) -> &'static str {
+    if schema_3 {
+        "plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes"
+    } else {
+        "plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes"
+    }
 }
 
 /// The config of [`render`] as a node has it before nixlet is installed: the runc handler only.
@@ -73,9 +91,14 @@ pub fn render_without_nixlet(
     sandbox_image: &str,
     snapshotter: &str,
 ) -> String {
+    let (version, cri) = if schema_3() {
+        (3, cri_schema_3(paths, sandbox_image, snapshotter))
+    } else {
+        (2, cri_schema_2(paths, sandbox_image, snapshotter))
+    };
     let p = |path: &Path| path.display().to_string();
     format!(
-        r#"version = 2
+        r#"version = {version}
 root = "{root}"
 state = "{state}"
 disabled_plugins = [
@@ -99,7 +122,19 @@ disabled_plugins = [
 [plugins."io.containerd.internal.v1.opt"]
   path = "{opt}"
 
-[plugins."io.containerd.grpc.v1.cri"]
+{cri}"#,
+        root = p(&paths.root),
+        state = p(&paths.state),
+        address = p(&paths.address),
+        ttrpc = p(&paths.ttrpc_address),
+        opt = p(&paths.opt),
+    )
+}
+
+fn cri_schema_2(paths: &ContainerdPaths, sandbox_image: &str, snapshotter: &str) -> String {
+    let p = |path: &Path| path.display().to_string();
+    format!(
+        r#"[plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{sandbox_image}"
   # Without it runc fails on these VMs: negative oom_score_adj needs CAP_SYS_RESOURCE.
   restrict_oom_score_adj = true
@@ -115,11 +150,37 @@ disabled_plugins = [
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{runc}.options]
         Root = "{runc_root}"
 "#,
-        root = p(&paths.root),
-        state = p(&paths.state),
-        address = p(&paths.address),
-        ttrpc = p(&paths.ttrpc_address),
-        opt = p(&paths.opt),
+        cni_bin = p(&paths.cni_bin),
+        cni_conf = p(&paths.cni_conf),
+        runc_root = p(&paths.runc_root),
+        runc = RUNC_HANDLER,
+    )
+}
+
+fn cri_schema_3(paths: &ContainerdPaths, sandbox_image: &str, snapshotter: &str) -> String {
+    let p = |path: &Path| path.display().to_string();
+    format!(
+        r#"[plugins.'io.containerd.grpc.v1.cri']
+  disable_tcp_service = true
+
+[plugins.'io.containerd.cri.v1.images']
+  snapshotter = "{snapshotter}"
+  [plugins.'io.containerd.cri.v1.images'.pinned_images]
+    sandbox = "{sandbox_image}"
+
+[plugins.'io.containerd.cri.v1.runtime']
+  # Without it runc fails on these VMs: negative oom_score_adj needs CAP_SYS_RESOURCE.
+  restrict_oom_score_adj = true
+  [plugins.'io.containerd.cri.v1.runtime'.cni]
+    bin_dirs = ["{cni_bin}"]
+    conf_dir = "{cni_conf}"
+  [plugins.'io.containerd.cri.v1.runtime'.containerd]
+    default_runtime_name = "{runc}"
+    [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.{runc}]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.{runc}.options]
+        Root = "{runc_root}"
+"#,
         cni_bin = p(&paths.cni_bin),
         cni_conf = p(&paths.cni_conf),
         runc_root = p(&paths.runc_root),

@@ -17,6 +17,7 @@ pub mod binary_cache;
 pub mod cgroups;
 pub mod containerd;
 pub mod containerd_config;
+pub mod containerd_version;
 pub mod cri;
 pub mod env_fixture;
 pub mod expect;

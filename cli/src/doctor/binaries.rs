@@ -6,9 +6,9 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use nixlet_config::NodeConfig;
 use nixlet_installer::names::SHIM_BINARY;
 use nixlet_installer::HostRoot;
-use nixlet_config::NodeConfig;
 
 use super::report::Report;
 

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use nixlet_installer::HostRoot;
 use nixlet_config::NodeConfig;
+use nixlet_installer::HostRoot;
 
 use binaries::SearchPath;
 use containerd_process::{DEFAULT_CONTAINERD_CONFIG, DEFAULT_SERVICE_PATH};

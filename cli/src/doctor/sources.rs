@@ -5,9 +5,9 @@
 use std::path::Path;
 use std::time::Duration;
 
+use nixlet_config::{NodeConfig, SourceConfig};
 use nixlet_installer::HostRoot;
 use nixlet_manifest::Netrc;
-use nixlet_config::{NodeConfig, SourceConfig};
 
 use super::report::Report;
 

@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
+use nixlet_config::NodeConfig;
 use nixlet_installer::HostRoot;
 use nixlet_manifest::STORE_DIR;
-use nixlet_config::NodeConfig;
 use nixlet_store::NixDb;
 use rustix::fs::{Access, StatVfsMountFlags};
 

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use nixlet_installer::HostRoot;
 use nixlet_config::NodeConfig;
+use nixlet_installer::HostRoot;
 use nixlet_store::cache_probe::probe_cache_info;
 use nixlet_store::signature::TrustedKey;
 use nixlet_store::{SubstituterBackend, SubstituterConfig};

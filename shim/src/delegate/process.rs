@@ -4,10 +4,12 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use containerd_shim::protos::api::{ConnectRequest, ConnectResponse, DeleteResponse, ShutdownRequest};
+use containerd_shim::protos::api::Empty;
+use containerd_shim::protos::api::{
+    ConnectRequest, ConnectResponse, DeleteResponse, ShutdownRequest,
+};
 use containerd_shim::protos::protobuf::Message;
 use containerd_shim::protos::ttrpc::context::with_timeout;
-use containerd_shim::protos::api::Empty;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
@@ -58,7 +60,11 @@ impl ShimArgs {
 
 /// Runs the runc shim's `start` in the current directory (the bundle), with `stdin` in the form
 /// containerd gave nixlet's own `start`, and reads its answer in whichever form it gives it.
-pub async fn start(binary: &str, args: &ShimArgs, stdin: Vec<u8>) -> Result<ShimEndpoint, DelegateError> {
+pub async fn start(
+    binary: &str,
+    args: &ShimArgs,
+    stdin: Vec<u8>,
+) -> Result<ShimEndpoint, DelegateError> {
     let stdout = run(binary, "start", &args.to_argv("start"), stdin).await?;
     parse_shim_answer(&stdout).map_err(|source| DelegateError::Answer {
         binary: binary.to_string(),
@@ -87,14 +93,21 @@ pub async fn info(binary: &str, stdin: Vec<u8>) -> Result<Vec<u8>, DelegateError
 /// Waits until the runc shim's daemon answers an RPC. Its daemon reads `bundle/address` while it
 /// starts up (and later removes the socket named there); nixlet may overwrite that file with its
 /// own address only after that read, or the runc shim's socket outlives it.
-pub async fn wait_serving(endpoint: &ShimEndpoint, id: &str) -> Result<DelegateClient, DelegateError> {
+pub async fn wait_serving(
+    endpoint: &ShimEndpoint,
+    id: &str,
+) -> Result<DelegateClient, DelegateError> {
     let client = DelegateClient::connect(endpoint).await?;
     let request = ConnectRequest {
         id: id.to_string(),
         ..Default::default()
     };
     client
-        .call::<_, ConnectResponse>(with_timeout(SERVING_TIMEOUT.as_nanos() as i64), "Connect", &request)
+        .call::<_, ConnectResponse>(
+            with_timeout(SERVING_TIMEOUT.as_nanos() as i64),
+            "Connect",
+            &request,
+        )
         .await
         .map_err(|source| DelegateError::Connect {
             address: endpoint.address.clone(),
@@ -115,7 +128,11 @@ pub async fn shutdown_quietly(endpoint: &ShimEndpoint, id: &str) {
         ..Default::default()
     };
     let answer = client
-        .call::<_, Empty>(with_timeout(SERVING_TIMEOUT.as_nanos() as i64), "Shutdown", &request)
+        .call::<_, Empty>(
+            with_timeout(SERVING_TIMEOUT.as_nanos() as i64),
+            "Shutdown",
+            &request,
+        )
         .await;
     tracing::info!(delegate = %endpoint.address, answered = answer.is_ok(), "asked the runc shim of a failed start to exit");
 }

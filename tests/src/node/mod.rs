@@ -18,7 +18,7 @@ use crate::nix_fixture::{Fixture, FixtureDir};
 use crate::node_config::{self, EnvironmentSource};
 use crate::scratch::Scratch;
 use crate::shim_build::{self, SHIM_BINARY};
-use crate::{prereq, sweep, wait};
+use crate::{containerd_version, prereq, sweep, wait};
 
 mod teardown;
 
@@ -131,6 +131,7 @@ impl TestNode {
 
     fn start_launched(test: &str, shim: Shim, launch: Option<Launch<'_>>) -> Result<Self> {
         sweep::sweep_abandoned_nodes();
+        eprintln!("{test}: containerd {}", containerd_version::installed()?);
         let scratch = Scratch::new()?;
         let suffix = scratch
             .path()

@@ -1,0 +1,63 @@
+//! A task client for the runc shim that speaks whichever task API it serves (v2 for containerd
+//! 1.x's runc shim, v3 for 2.x's). The messages are the same in both; only the ttrpc service
+//! name differs, so one generic call carries every RPC.
+
+use containerd_shim::protos::protobuf::{CodedInputStream, Message};
+use containerd_shim::protos::ttrpc::context::Context;
+use containerd_shim::protos::ttrpc::r#async::Client;
+use containerd_shim::protos::ttrpc::{self, Request};
+
+use crate::bootstrap::{ShimEndpoint, TaskApi};
+
+use super::DelegateError;
+
+#[derive(Clone)]
+pub struct DelegateClient {
+    client: Client,
+    task_api: TaskApi,
+}
+
+impl DelegateClient {
+    pub async fn connect(endpoint: &ShimEndpoint) -> Result<DelegateClient, DelegateError> {
+        let client =
+            Client::connect(&endpoint.address)
+                .await
+                .map_err(|source| DelegateError::Connect {
+                    address: endpoint.address.clone(),
+                    source,
+                })?;
+        Ok(DelegateClient {
+            client,
+            task_api: endpoint.task_api,
+        })
+    }
+
+    pub fn task_api(&self) -> TaskApi {
+        self.task_api
+    }
+
+    /// Calls `method` (the RPC's name in the task service, e.g. `"Create"`).
+    pub async fn call<Req: Message, Resp: Message>(
+        &self,
+        ctx: Context,
+        method: &str,
+        req: &Req,
+    ) -> ttrpc::Result<Resp> {
+        let request = Request {
+            service: self.task_api.service().to_string(),
+            method: method.to_string(),
+            timeout_nano: ctx.timeout_nano,
+            metadata: ttrpc::context::to_pb(ctx.metadata),
+            payload: req
+                .write_to_bytes()
+                .map_err(|error| ttrpc::Error::Others(format!("encode {method}: {error}")))?,
+            ..Default::default()
+        };
+        let response = self.client.request(request).await?;
+        let mut response_message = Resp::new();
+        response_message
+            .merge_from(&mut CodedInputStream::from_bytes(&response.payload))
+            .map_err(|error| ttrpc::Error::Others(format!("decode {method} answer: {error}")))?;
+        Ok(response_message)
+    }
+}
