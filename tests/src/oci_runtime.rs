@@ -15,6 +15,7 @@ use std::process::Command;
 
 use anyhow::{bail, ensure, Context, Result};
 
+use crate::containerd_version::ContainerdVersion;
 use crate::leftovers::DEFAULT_RUNC_ROOT;
 use crate::prereq::find_in_path;
 
@@ -77,6 +78,24 @@ impl OciRuntime {
             return Ok(write_crun_wrapper(dir, &binary)?.display().to_string());
         }
         Ok(binary.display().to_string())
+    }
+
+    /// Whether this runtime refuses every bundle of `containerd`: crun before 1.9 knows
+    /// runtime-spec versions up to 1.1, and containerd 2.x writes 1.2.
+    pub fn refuses_spec_of(self, containerd: &ContainerdVersion) -> Result<bool> {
+        if self != OciRuntime::Crun || containerd.major < 2 {
+            return Ok(false);
+        }
+        let binary = self.binary().context("crun is not installed")?;
+        let output = Command::new(&binary).arg("--version").output()?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        let version = text
+            .lines()
+            .next()
+            .and_then(|line| line.strip_prefix("crun version "))
+            .with_context(|| format!("unexpected `crun --version` output {text:?}"))?;
+        let mut numbers = version.split('.').map(|n| n.parse::<u32>().unwrap_or(0));
+        Ok((numbers.next(), numbers.next()) < (Some(1), Some(9)))
     }
 
     /// Checks that `container_id` is running under this runtime: its state directory under the
