@@ -41,13 +41,28 @@ pub fn write_node_config_for_runtime(
     binary_name: &str,
     extra: &str,
 ) -> Result<()> {
+    write_node_config_with_runtime(
+        path,
+        env_root,
+        &format!("binary_name = \"{binary_name}\""),
+        extra,
+    )
+}
+
+/// Like [`write_node_config_with`], with `runtime` as the body of the `[runtime]` table.
+pub fn write_node_config_with_runtime(
+    path: &Path,
+    env_root: &Path,
+    runtime: &str,
+    extra: &str,
+) -> Result<()> {
     let mut text = format!(
         r#"system = "{system}"
 nix_db = "/nix/var/nix/db/db.sqlite"
 state_dir = "{state_dir}"
 
 [runtime]
-binary_name = "{binary_name}"
+{runtime}
 
 [[sources]]
 kind = "dir"

@@ -299,6 +299,16 @@ impl TestNode {
         node_config::write_node_config_for_runtime(&self.nixlet_config, root, binary_name, "")
     }
 
+    /// Rewrites the node config with `runtime` as the body of its `[runtime]` table.
+    pub fn set_runtime_config(&self, runtime: &str) -> Result<()> {
+        let root = self
+            .environments
+            .as_ref()
+            .context("node is torn down")?
+            .root();
+        node_config::write_node_config_with_runtime(&self.nixlet_config, root, runtime, "")
+    }
+
     /// nixlet's `state_dir` on this node (the shims' telemetry records live below it).
     pub fn state_dir(&self) -> PathBuf {
         node_config::state_dir_for(&self.nixlet_config)
