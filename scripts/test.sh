@@ -1,7 +1,15 @@
 #!/usr/bin/env bash
 # The whole test suite: unit tests, and end-to-end tests against a private containerd with real
-# runc and real Nix store paths. Run as root on Debian 12. Under CI=true a missing prerequisite
-# fails the end-to-end tests instead of skipping them.
+# runc and real Nix store paths, on three containerd release lines. Run as root on Debian 12.
+# Under CI=true a missing prerequisite fails the end-to-end tests instead of skipping them.
+#
+# containerd lines (each test prints the version it ran on):
+#   - the newest 2.x of Debian testing/unstable: the whole end-to-end suite;
+#   - Debian 13's 1.7 and Debian 12's 1.6 (the system package): the pod-level tests
+#     (POD_LEVEL below), which cover start, exec, stop, removal, a containerd restart, the runc
+#     options, OCI runtimes and the installer.
+# The newer lines are unpacked into a private prefix by scripts/fetch-containerd.sh and picked by
+# putting their directory first on PATH; the system containerd is never replaced.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,4 +19,19 @@ export PATH="$HOME/.cargo/bin:$PATH"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace --bins
-cargo test --workspace -- --nocapture
+# Every crate's own tests (those that start a containerd use the system one, 1.6).
+cargo test --workspace --exclude nixlet-e2e -- --nocapture
+
+POD_LEVEL=(--test walking_skeleton --test runc_options --test shim_bootstrap --test oci_runtimes
+  --test node_install)
+
+newest=$(bash scripts/fetch-containerd.sh 2)
+echo "== end-to-end suite on containerd $("$newest/containerd" --version | awk '{print $3}')"
+PATH="$newest:$PATH" cargo test -p nixlet-e2e -- --nocapture
+
+line_1_7=$(bash scripts/fetch-containerd.sh 1.7)
+echo "== pod-level end-to-end tests on containerd $("$line_1_7/containerd" --version | awk '{print $3}')"
+PATH="$line_1_7:$PATH" cargo test -p nixlet-e2e "${POD_LEVEL[@]}" -- --nocapture
+
+echo "== pod-level end-to-end tests on containerd $(containerd --version | awk '{print $3}')"
+cargo test -p nixlet-e2e "${POD_LEVEL[@]}" -- --nocapture
