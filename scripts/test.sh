@@ -7,7 +7,7 @@
 #   - the newest 2.x of Debian testing/unstable: the whole end-to-end suite;
 #   - Debian 13's 1.7 and Debian 12's 1.6 (the system package): the pod-level tests
 #     (POD_LEVEL below), which cover start, exec, stop, removal, a containerd restart, the runc
-#     options, OCI runtimes and the installer.
+#     options, a crashed nixlet shim, OCI runtimes and the installer.
 # The newer lines are unpacked into a private prefix by scripts/fetch-containerd.sh and picked by
 # putting their directory first on PATH; the system containerd is never replaced.
 set -euo pipefail
@@ -22,7 +22,7 @@ cargo build --workspace --bins
 # Every crate's own tests (those that start a containerd use the system one, 1.6).
 cargo test --workspace --exclude nixlet-e2e -- --nocapture
 
-POD_LEVEL=(--test walking_skeleton --test runc_options --test shim_bootstrap --test oci_runtimes
+POD_LEVEL=(--test walking_skeleton --test runc_options --test shim_bootstrap --test shim_crash --test oci_runtimes
   --test node_install)
 
 newest=$(bash scripts/fetch-containerd.sh 2)

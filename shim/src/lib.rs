@@ -4,6 +4,7 @@
 pub mod activation;
 pub mod bootstrap;
 pub mod bundle;
+pub mod cleanup;
 pub mod create_error;
 pub mod create_report;
 pub mod delegate;

@@ -4,7 +4,6 @@
 //! between containerd versions in ways the library does not know.
 
 use std::os::unix::net::UnixStream;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,20 +11,14 @@ use async_trait::async_trait;
 use containerd_shim::asynchronous::publisher::RemotePublisher;
 use containerd_shim::asynchronous::{ExitSignal, Shim};
 use containerd_shim::protos::api::DeleteResponse;
-use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
-use containerd_shim::protos::protobuf::MessageField;
 use containerd_shim::{Config, Error, Flags, StartOpts};
-use nixlet_config::NodeConfig;
 
 use crate::bootstrap::{ShimEndpoint, TaskApi};
-use crate::delegate::{self, ShimArgs, DELEGATE_ADDRESS_ENV, DELEGATE_TASK_API_ENV};
+use crate::cleanup;
+use crate::delegate::{ShimArgs, DELEGATE_ADDRESS_ENV, DELEGATE_TASK_API_ENV};
 use crate::task_service::NixletTask;
 
 pub const RUNTIME_ID: &str = "io.containerd.nixlet.v2";
-
-/// The file the runc shim writes into the bundle at Create (the OCI runtime's root); without it
-/// the runc shim's `delete` fails, because it never created the container.
-const DELEGATE_RUNTIME_FILE: &str = "runtime";
 
 /// How often the daemon checks that its runc shim is still there.
 const DELEGATE_CHECK_INTERVAL: Duration = Duration::from_secs(2);
@@ -67,27 +60,7 @@ impl Shim for NixletShim {
     }
 
     async fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
-        // Cleanup must work whatever the node config says now: a config that stopped parsing
-        // would otherwise leave every nixlet container of the node impossible to remove.
-        let delegate_shim = match NodeConfig::load() {
-            Ok(config) => config.runtime.delegate_shim,
-            Err(error) => {
-                tracing::warn!(error = %error, "delete: node config unreadable; using the default runc shim");
-                nixlet_config::DEFAULT_DELEGATE_SHIM.to_string()
-            }
-        };
-        let bundle = if self.args.bundle.is_empty() {
-            Path::new(".").to_path_buf()
-        } else {
-            Path::new(&self.args.bundle).to_path_buf()
-        };
-        if !bundle.join(DELEGATE_RUNTIME_FILE).exists() {
-            // nixlet refused the Create, so the runc shim never saw this container and has
-            // nothing to clean up; answer as the runc shim does for a container that is gone.
-            tracing::info!(container = %self.args.id, "delete: the runc shim never created this container");
-            return Ok(killed_response());
-        }
-        delegate::delete(&delegate_shim, &self.args)
+        cleanup::delete(&self.args)
             .await
             .map_err(|error| Error::Other(format!("nixlet: {error}")))
     }
@@ -116,22 +89,6 @@ fn delegate_from_env() -> ShimEndpoint {
         .and_then(TaskApi::from_version)
         .unwrap_or(TaskApi::V2);
     ShimEndpoint { address, task_api }
-}
-
-/// What the runc shim answers `delete` with for a container it has no trace of: killed, now.
-fn killed_response() -> DeleteResponse {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    DeleteResponse {
-        exit_status: 128 + libc::SIGKILL as u32,
-        exited_at: MessageField::some(Timestamp {
-            seconds: now.as_secs() as i64,
-            nanos: now.subsec_nanos() as i32,
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
 }
 
 /// A runc shim that died (OOM killer, SIGKILL) takes nixlet's daemon with it, so that

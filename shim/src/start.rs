@@ -225,7 +225,7 @@ impl PodShims {
 }
 
 /// The group id the runc shim will use for this bundle's container.
-fn group_of_bundle(bundle: &Path, id: &str) -> String {
+pub(crate) fn group_of_bundle(bundle: &Path, id: &str) -> String {
     bundle::read_spec(bundle)
         .ok()
         .and_then(|spec| {

@@ -50,6 +50,27 @@ impl std::fmt::Display for ContainerdVersion {
     }
 }
 
+/// The OCI runtime-spec version the `ctr` on PATH writes into bundles (`ociVersion` of its default
+/// spec), as (major, minor): 1.0 for containerd 1.6, 1.2 for 1.7.24 and 2.x.
+pub fn oci_spec_version() -> Result<(u32, u32)> {
+    let output = Command::new("ctr")
+        .args(["oci", "spec"])
+        .output()
+        .context("ctr oci spec")?;
+    let spec: serde_json::Value =
+        serde_json::from_slice(&output.stdout).context("parsing `ctr oci spec`")?;
+    let version = spec["ociVersion"]
+        .as_str()
+        .context("`ctr oci spec` has no ociVersion")?;
+    let mut numbers = version
+        .split(|c: char| !c.is_ascii_digit())
+        .map(str::parse::<u32>);
+    match (numbers.next(), numbers.next()) {
+        (Some(Ok(major)), Some(Ok(minor))) => Ok((major, minor)),
+        _ => bail!("unreadable ociVersion {version:?}"),
+    }
+}
+
 /// The version of the `containerd` on PATH, asked once per test process.
 pub fn installed() -> Result<ContainerdVersion> {
     static VERSION: OnceLock<Result<ContainerdVersion, String>> = OnceLock::new();

@@ -15,7 +15,7 @@ use std::process::Command;
 
 use anyhow::{bail, ensure, Context, Result};
 
-use crate::containerd_version::ContainerdVersion;
+use crate::containerd_version;
 use crate::leftovers::DEFAULT_RUNC_ROOT;
 use crate::prereq::find_in_path;
 
@@ -80,10 +80,11 @@ impl OciRuntime {
         Ok(binary.display().to_string())
     }
 
-    /// Whether this runtime refuses every bundle of `containerd`: crun before 1.9 knows
-    /// runtime-spec versions up to 1.1, and containerd 2.x writes 1.2.
-    pub fn refuses_spec_of(self, containerd: &ContainerdVersion) -> Result<bool> {
-        if self != OciRuntime::Crun || containerd.major < 2 {
+    /// Whether this runtime refuses every bundle the containerd on PATH writes. Seen here:
+    /// crun 1.8.1 (Debian 12) runs containerd 1.6's runtime-spec 1.0.2 and refuses 1.7.24's
+    /// 1.2.0 and 2.1's 1.2.1 with "unknown version specified"; newer crun is assumed to read 1.2.
+    pub fn refuses_containerds_spec(self) -> Result<bool> {
+        if self != OciRuntime::Crun || containerd_version::oci_spec_version()? < (1, 2) {
             return Ok(false);
         }
         let binary = self.binary().context("crun is not installed")?;

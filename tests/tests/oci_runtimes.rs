@@ -9,7 +9,6 @@
 
 use anyhow::{ensure, Result};
 use nixlet_e2e::containerd_config::NIXLET_HANDLER;
-use nixlet_e2e::containerd_version;
 use nixlet_e2e::cri::ContainerSpec;
 use nixlet_e2e::images::EMPTY_IMAGE;
 use nixlet_e2e::nix_fixture::expected_hello_output;
@@ -56,9 +55,9 @@ fn pod_lifecycle(node: &mut TestNode, runtime: OciRuntime) -> Result<()> {
     )?;
 
     let cri = node.cri();
-    if runtime.refuses_spec_of(&containerd_version::installed()?)? {
-        // Debian 12's crun 1.8 predates runtime-spec 1.2, which containerd 2.x writes into every
-        // bundle: it refuses all of them, under any shim. What nixlet owes here is that crun is
+    if runtime.refuses_containerds_spec()? {
+        // Debian 12's crun 1.8 predates runtime-spec 1.2, which containerd 1.7.24 and 2.x write
+        // into every bundle: it refuses all of them, under any shim. What nixlet owes here is that crun is
         // the one that ran and that its own error reaches the kubelet.
         let error = match cri.run_pod(&node.pod("hello", NIXLET_HANDLER)) {
             Ok(pod) => anyhow::bail!(

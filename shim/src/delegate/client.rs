@@ -2,14 +2,20 @@
 //! 1.x's runc shim, v3 for 2.x's). The messages are the same in both; only the ttrpc service
 //! name differs, so one generic call carries every RPC.
 
+use std::time::Duration;
+
+use containerd_shim::protos::api::{ConnectRequest, ConnectResponse};
 use containerd_shim::protos::protobuf::{CodedInputStream, Message};
-use containerd_shim::protos::ttrpc::context::Context;
+use containerd_shim::protos::ttrpc::context::{with_timeout, Context};
 use containerd_shim::protos::ttrpc::r#async::Client;
-use containerd_shim::protos::ttrpc::{self, Request};
+use containerd_shim::protos::ttrpc::{self, Code, Request};
 
 use crate::bootstrap::{ShimEndpoint, TaskApi};
 
 use super::DelegateError;
+
+/// How long a runc shim that accepted the connection may take to answer the probe.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Clone)]
 pub struct DelegateClient {
@@ -29,6 +35,49 @@ impl DelegateClient {
         Ok(DelegateClient {
             client,
             task_api: endpoint.task_api,
+        })
+    }
+
+    /// Connects to a runc shim whose task API is not known (it was not started by this process):
+    /// v3 first, as containerd 2.x's runc shim serves, then v2.
+    pub async fn connect_probing(address: &str, id: &str) -> Result<DelegateClient, DelegateError> {
+        let mut last = None;
+        for task_api in [TaskApi::V3, TaskApi::V2] {
+            let endpoint = ShimEndpoint {
+                address: address.to_string(),
+                task_api,
+            };
+            let client = DelegateClient::connect(&endpoint).await?;
+            let request = ConnectRequest {
+                id: id.to_string(),
+                ..Default::default()
+            };
+            match client
+                .call::<_, ConnectResponse>(
+                    with_timeout(PROBE_TIMEOUT.as_nanos() as i64),
+                    "Connect",
+                    &request,
+                )
+                .await
+            {
+                Ok(_) => return Ok(client),
+                // A service the server does not have: try the other name.
+                Err(ttrpc::Error::RpcStatus(status))
+                    if matches!(status.code(), Code::UNIMPLEMENTED | Code::NOT_FOUND) =>
+                {
+                    last = Some(ttrpc::Error::RpcStatus(status));
+                }
+                Err(source) => {
+                    return Err(DelegateError::Connect {
+                        address: address.to_string(),
+                        source,
+                    })
+                }
+            }
+        }
+        Err(DelegateError::Connect {
+            address: address.to_string(),
+            source: last.expect("two attempts were made"),
         })
     }
 

@@ -299,6 +299,11 @@ impl TestNode {
         node_config::write_node_config_for_runtime(&self.nixlet_config, root, binary_name, "")
     }
 
+    /// The root, state and sockets of this node's containerd.
+    pub fn containerd_paths(&self) -> &ContainerdPaths {
+        &self.containerd_paths
+    }
+
     /// Rewrites the node config with `runtime` as the body of its `[runtime]` table.
     pub fn set_runtime_config(&self, runtime: &str) -> Result<()> {
         let root = self
