@@ -190,6 +190,7 @@ mod tests {
                 leftovers: 1,
                 freed_bytes: 12288,
             },
+            batches: 1,
         };
         assert_eq!(
             report_lines(&report, 1_000 + 7_200),

@@ -395,6 +395,7 @@ impl NodeConfig {
             grace: std::time::Duration::from_secs(self.gc.grace_secs),
             trees_dir: Some(self.mounts.trees_dir.clone()),
             dry_run,
+            batch_paths: nixlet_store::GC_BATCH,
         }
     }
 

@@ -14,8 +14,9 @@ use nixlet_store::environment_sbom::environment_sbom;
 use nixlet_store::sbom::SBOM_VIEW_PATH;
 use nixlet_store::view_install::install_view;
 use nixlet_store::view_tree::{ViewFile, ViewInput, ViewTree};
-use nixlet_store::{FetchError, Fetcher, FlakeRecipe};
+use nixlet_store::{FetchError, Fetcher, FlakeRecipe, GcLock};
 use serde_json::Value;
+use tokio::sync::OnceCell;
 
 use crate::activation::activation_files;
 use crate::bundle;
@@ -24,7 +25,7 @@ use crate::create_report::{CreateReport, PodIdentity};
 use crate::env_overlay::{EnvOverlay, ViewFacts, CA_BUNDLE};
 use crate::gc_root;
 use crate::spec_rewrite::{rewrite_spec, CommandPlan};
-use crate::store_mounts::{nix_state_dir, plan_store_mounts, PlannedMounts};
+use crate::store_mounts::{nix_state_dir, plan_store_mounts};
 use crate::view_cache::{view_key, ViewCache};
 use nixlet_config::NodeConfig;
 
@@ -57,6 +58,7 @@ pub struct ContainerRef {
 pub async fn prepare_bundle(
     container: &ContainerRef,
     config: &NodeConfig,
+    fetcher: &OnceCell<Fetcher>,
     report: &mut CreateReport,
 ) -> Result<Prepared, CreateError> {
     let started = Instant::now();
@@ -103,8 +105,26 @@ pub async fn prepare_bundle(
     );
     let roots = env.store_paths();
 
+    // One shared hold on Nix's GC lock from before the fetch until the container's GC root
+    // exists: neither `nixlet gc` nor the host's `nix-collect-garbage` (both take it exclusive)
+    // can remove a path of the closure, the view or the store tree in between.
+    let state_dir = nix_state_dir(&config.nix_db);
+    let gc_guard = GcLock::shared(&state_dir).await.map_err(|error| {
+        fail(
+            Phase::Install,
+            &GcGuardError {
+                dir: state_dir,
+                source: error,
+            },
+        )
+    })?;
+
     if !config.substituters.is_empty() {
-        let fetcher = Fetcher::new(config.substituters.clone(), config.fetch_options())
+        let fetcher = fetcher
+            .get_or_try_init(|| async {
+                Fetcher::new(config.substituters.clone(), config.fetch_options())
+            })
+            .await
             .map_err(|error| fail(Phase::Fetch, &error))?;
         // The flake packages' recipes, for a node whose nix-cli substituter builds flakes.
         let recipes = FlakeRecipe::of_environment(&env);
@@ -138,8 +158,7 @@ pub async fn prepare_bundle(
     let command = command_plan(&env, &facts).map_err(|error| fail(Phase::Rewrite, &error))?;
     let overlay = EnvOverlay::for_view(&env, &facts);
 
-    // Holds the GC lock shared until the root below protects the view and so its tree.
-    let PlannedMounts { mounts, gc_lock } = plan_store_mounts(config, &roots, &view)
+    let mounts = plan_store_mounts(config, &roots, &view)
         .await
         .map_err(|error| fail(error.phase(), &error))?;
     let environment = env.display_name();
@@ -158,7 +177,7 @@ pub async fn prepare_bundle(
         let _ = gc_root::remove_root(&config.gc_roots_dir, &container.namespace, &container.id);
         return Err(fail(Phase::Rewrite, &error));
     }
-    drop(gc_lock);
+    drop(gc_guard);
 
     tracing::info!(
         container = %container.id,
@@ -174,6 +193,14 @@ pub async fn prepare_bundle(
         overlay,
         gc_root,
     })
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("hold nix's gc lock in {}: {source}", dir.display())]
+struct GcGuardError {
+    dir: PathBuf,
+    #[source]
+    source: std::io::Error,
 }
 
 /// A trust failure (signature, hash, content address) is a verification failure; the rest of a

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use nixlet_manifest::StorePath;
 use nixlet_store::store_tree::{StoreTrees, TreeError};
-use nixlet_store::{GcLock, LocalStore, StoreError};
+use nixlet_store::{LocalStore, StoreError};
 
 use crate::create_error::Phase;
 use crate::spec_rewrite::StoreMounts;
@@ -21,12 +21,6 @@ use nixlet_config::{MountStrategy, NodeConfig};
 pub enum StoreMountError {
     #[error(transparent)]
     Closure(#[from] StoreError),
-    #[error("cannot take the nix gc lock in {}: {source}", dir.display())]
-    GcLock {
-        dir: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
     #[error("store mounts: {0}")]
     Join(String),
 }
@@ -40,13 +34,6 @@ impl StoreMountError {
     }
 }
 
-/// The mounts, and the shared hold on Nix's GC lock that keeps `nixlet gc` from removing the
-/// tree until the container's GC root exists: drop it only after adding the root.
-pub struct PlannedMounts {
-    pub mounts: StoreMounts,
-    pub gc_lock: Option<GcLock>,
-}
-
 /// Nix's state directory (`gc.lock`), next to the database: `/nix/var/nix/db/db.sqlite` →
 /// `/nix/var/nix`.
 pub fn nix_state_dir(nix_db: &Path) -> PathBuf {
@@ -57,23 +44,17 @@ pub fn nix_state_dir(nix_db: &Path) -> PathBuf {
         .to_path_buf()
 }
 
+/// The caller holds Nix's GC lock shared until the container's GC root protects the view and so
+/// its tree.
 pub async fn plan_store_mounts(
     config: &NodeConfig,
     roots: &[StorePath],
     view: &StorePath,
-) -> Result<PlannedMounts, StoreMountError> {
-    let state_dir = nix_state_dir(&config.nix_db);
-    let gc_lock = GcLock::shared(&state_dir)
-        .await
-        .map_err(|source| StoreMountError::GcLock {
-            dir: state_dir,
-            source,
-        })?;
+) -> Result<StoreMounts, StoreMountError> {
     let (config, roots, view) = (config.clone(), roots.to_vec(), view.clone());
-    let mounts = tokio::task::spawn_blocking(move || choose(&config, &roots, &view))
+    tokio::task::spawn_blocking(move || choose(&config, &roots, &view))
         .await
-        .map_err(|join| StoreMountError::Join(join.to_string()))??;
-    Ok(PlannedMounts { mounts, gc_lock })
+        .map_err(|join| StoreMountError::Join(join.to_string()))?
 }
 
 fn choose(

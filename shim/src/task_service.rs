@@ -30,7 +30,9 @@ use crate::gc_root;
 use crate::prepare::{prepare_bundle, ContainerRef, Prepared};
 use crate::runtime_options::options_for_delegate;
 use crate::spec_rewrite::rewrite_process;
+use nixlet_config::ConfigError;
 use nixlet_config::NodeConfig;
+use nixlet_store::Fetcher;
 
 /// What nixlet remembers of a container it rewrote.
 #[derive(Debug, Clone)]
@@ -43,6 +45,12 @@ struct Rewritten {
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
 
 pub struct NixletTask {
+    /// Read once when the daemon starts: a pod's containers see one config, and an edit that
+    /// breaks the file cannot break a running pod's cleanup. New pods read the file anew.
+    config: Result<Arc<NodeConfig>, Arc<ConfigError>>,
+    /// One per daemon, so its HTTP connections, cache infos and negative lookups serve every
+    /// Create of the pod (and none is made when no container needs a fetch).
+    fetcher: OnceCell<Fetcher>,
     delegate_endpoint: ShimEndpoint,
     delegate: OnceCell<DelegateClient>,
     /// containerd namespace this shim serves (GC roots are named by namespace and id).
@@ -59,7 +67,13 @@ impl NixletTask {
         namespace: String,
         exit: Arc<ExitSignal>,
     ) -> NixletTask {
+        let config = NodeConfig::load().map(Arc::new).map_err(|error| {
+            tracing::error!(error = %error, "node config unreadable: nixlet refuses every Create of this pod");
+            Arc::new(error)
+        });
         NixletTask {
+            config,
+            fetcher: OnceCell::new(),
             delegate_endpoint,
             namespace,
             delegate: OnceCell::new(),
@@ -88,32 +102,39 @@ impl NixletTask {
     async fn prepare(
         &self,
         req: &CreateTaskRequest,
-    ) -> Result<(Prepared, NodeConfig), CreateError> {
+        config: &NodeConfig,
+    ) -> Result<Prepared, CreateError> {
         let started = std::time::Instant::now();
         let mut report = CreateReport::default();
-        let config = match NodeConfig::load() {
-            Ok(config) => config,
-            Err(error) => {
-                let error = CreateError::new(Phase::Config, None, &error);
-                // The node's record is where the default config keeps it.
-                let telemetry_dir = NodeConfig::default().telemetry_dir();
-                report.finish(&req.id, Err(&error), started.elapsed(), &telemetry_dir);
-                return Err(error);
-            }
-        };
         let container = ContainerRef {
             namespace: self.namespace.clone(),
             id: req.id.clone(),
             bundle: PathBuf::from(&req.bundle),
         };
-        let prepared = prepare_bundle(&container, &config, &mut report).await;
+        let prepared = prepare_bundle(&container, config, &self.fetcher, &mut report).await;
         report.finish(
             &req.id,
             prepared.as_ref(),
             started.elapsed(),
             &config.telemetry_dir(),
         );
-        Ok((prepared?, config))
+        prepared
+    }
+
+    /// The node config this daemon read, or the refusal of a Create when it could not.
+    fn config(&self, id: &str) -> Result<Arc<NodeConfig>, CreateError> {
+        self.config.clone().map_err(|error| {
+            let error = CreateError::new(Phase::Config, None, &*error);
+            // The node's record is where the default config keeps it.
+            let report = CreateReport::default();
+            report.finish(
+                id,
+                Err(&error),
+                std::time::Duration::ZERO,
+                &NodeConfig::default().telemetry_dir(),
+            );
+            error
+        })
     }
 
     /// Drops the container's GC root: at Delete, and when the runc shim refused a Create that
@@ -140,17 +161,17 @@ impl Task for NixletTask {
         ctx: &TtrpcContext,
         mut req: CreateTaskRequest,
     ) -> ttrpc::Result<CreateTaskResponse> {
-        let (prepared, config) = match self.prepare(&req).await {
-            Ok(result) => result,
-            Err(error) => {
-                tracing::warn!(container = %req.id, phase = %error.phase, error = %error, "create refused");
-                let code = match error.phase {
-                    Phase::Resolve => Code::INVALID_ARGUMENT,
-                    _ => Code::FAILED_PRECONDITION,
-                };
-                return Err(get_rpc_status(code, error.to_string()));
-            }
+        let id = req.id.clone();
+        let refuse = |error: CreateError| {
+            tracing::warn!(container = %id, phase = %error.phase, error = %error, "create refused");
+            let code = match error.phase {
+                Phase::Resolve => Code::INVALID_ARGUMENT,
+                _ => Code::FAILED_PRECONDITION,
+            };
+            get_rpc_status(code, error.to_string())
         };
+        let config = self.config(&id).map_err(refuse)?;
+        // Checked before anything is fetched, rewritten or rooted: a refusal here leaves nothing.
         let options = options_for_delegate(req.options.as_ref(), &config.runtime.runc_options)
             .map_err(|error| {
                 get_rpc_status(
@@ -159,6 +180,7 @@ impl Task for NixletTask {
                 )
             })?;
         req.options = MessageField::from_option(options);
+        let prepared = self.prepare(&req, &config).await.map_err(refuse)?;
 
         let forwarded = match self.client().await {
             Ok(client) => client.call(forward_context(ctx), "Create", &req).await,

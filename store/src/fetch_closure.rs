@@ -195,6 +195,21 @@ impl Fetcher {
         progress: Arc<FetchProgress>,
     ) -> Result<FetchSummary, FetchError> {
         let started = Instant::now();
+        if let Some(closure) = self.complete_closure(roots).await {
+            // Nothing to fetch: no cache is asked anything, so a dead cache cannot hold up a
+            // node that already has the closure.
+            tracing::debug!(
+                roots = roots.len(),
+                closure = closure.len(),
+                "closure complete on the node"
+            );
+            return Ok(FetchSummary {
+                paths_already_valid: closure.len(),
+                closure,
+                elapsed: started.elapsed(),
+                ..FetchSummary::default()
+            });
+        }
         let substitution = match self.substitute(roots, Arc::clone(&progress)).await {
             Ok(summary) => return Ok(summary),
             Err(error) => error,
@@ -314,6 +329,17 @@ impl Fetcher {
     }
 
     /// The closure of `paths` in the Nix database; just `paths` if it cannot be read.
+    /// The closure of `roots` when every path of it is registered and on disk; `None` when
+    /// something is missing (or the node has no Nix database to tell).
+    async fn complete_closure(&self, roots: &[StorePath]) -> Option<Vec<StorePath>> {
+        let store = crate::LocalStore::new(&self.inner.options.nix_db);
+        let queried = roots.to_vec();
+        tokio::task::spawn_blocking(move || store.closure(&queried))
+            .await
+            .ok()?
+            .ok()
+    }
+
     async fn valid_closure(&self, paths: &[StorePath]) -> Vec<StorePath> {
         let store = crate::LocalStore::new(&self.inner.options.nix_db);
         let queried = paths.to_vec();

@@ -1,8 +1,10 @@
 //! `nixlet gc`: gathers what `gc_plan` decides over (the Nix database's graph, nixlet's install
 //! record, the roots, the filesystem's free space) and carries the plan out.
 //!
-//! Under Nix's GC lock, held exclusively (no fetch and no other GC runs meanwhile), each planned
-//! path in turn: take its path lock (skip it if a Nix process holds it), remove its database
+//! In batches of at most [`GC_BATCH`] paths, each under Nix's GC lock held exclusively (no fetch
+//! and no other GC runs meanwhile) and each planned anew under that lock, so that a Create
+//! waits for one batch, not for the whole collection, and a root it adds between batches is
+//! honoured by the next plan. For each planned path in turn: take its path lock (skip it if a Nix process holds it), remove its database
 //! rows in one transaction (refused if a valid path still references it), move it to a
 //! temporary name (so the final name vanishes at once, and a crash leaves only an entry that
 //! `sweep_stale_entries` removes), delete it, and drop its install-record row. Before the paths,
@@ -45,6 +47,8 @@ pub struct GcOptions {
     /// Paths used more recently than this are kept.
     pub grace: Duration,
     pub dry_run: bool,
+    /// Paths deleted per hold of the exclusive lock ([`GC_BATCH`]).
+    pub batch_paths: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,23 +103,62 @@ pub struct GcReport {
     pub swept_entries: usize,
     /// Store trees removed (or to be removed) because no root points to their view.
     pub trees: TreeSweep,
+    /// How many times the exclusive GC lock was taken (one plan and deletion batch each).
+    pub batches: usize,
 }
 
-pub fn collect_garbage(options: &GcOptions) -> Result<GcReport, GcError> {
-    let _lock = if options.dry_run {
-        None
-    } else {
-        Some(
-            ExclusiveGcLock::acquire(&options.nix_state_dir, |path| {
-                tracing::info!(lock = %path.display(), "waiting for running fetches and nix to release the gc lock");
-            })
-            .map_err(|source| GcError::Lock {
-                path: options.nix_state_dir.join("gc.lock"),
-                source,
-            })?,
-        )
-    };
+/// Paths deleted per hold of the exclusive GC lock: deleting one takes a few milliseconds (a
+/// database transaction, a rename, a recursive removal), so a Create waits well under a second.
+pub const GC_BATCH: usize = 64;
 
+pub fn collect_garbage(options: &GcOptions) -> Result<GcReport, GcError> {
+    if options.dry_run {
+        return collect_batch(options, usize::MAX);
+    }
+    let mut total: Option<GcReport> = None;
+    loop {
+        let lock = ExclusiveGcLock::acquire(&options.nix_state_dir, |path| {
+            tracing::info!(lock = %path.display(), "waiting for running fetches and nix to release the gc lock");
+        })
+        .map_err(|source| GcError::Lock {
+            path: options.nix_state_dir.join("gc.lock"),
+            source,
+        })?;
+        let limit = options.batch_paths.max(1);
+        let batch = collect_batch(options, limit)?;
+        drop(lock);
+        // A batch that did not fill up had nothing more to delete; one that deleted nothing
+        // would plan the same kept paths again.
+        let done = batch.deleted.len() + batch.skipped.len() < limit || batch.deleted.is_empty();
+        total = Some(match total {
+            None => batch,
+            Some(total) => total.merge(batch),
+        });
+        if done {
+            return Ok(total.expect("one batch ran"));
+        }
+    }
+}
+
+impl GcReport {
+    /// This batch's report followed by `later`'s: the first plan and measurements before,
+    /// everything done by both, the last measurement after.
+    fn merge(mut self, later: GcReport) -> GcReport {
+        self.deleted.extend(later.deleted);
+        self.skipped.extend(later.skipped);
+        self.freed_bytes += later.freed_bytes;
+        self.swept_entries += later.swept_entries;
+        self.trees.removed.extend(later.trees.removed);
+        self.trees.leftovers += later.trees.leftovers;
+        self.trees.freed_bytes += later.trees.freed_bytes;
+        self.free_bytes_after = later.free_bytes_after;
+        self.batches += later.batches;
+        self
+    }
+}
+
+/// One plan and at most `limit` deletions; the caller holds the exclusive lock (or dry-runs).
+fn collect_batch(options: &GcOptions, limit: usize) -> Result<GcReport, GcError> {
     let graph = StoreGraph::load(&options.nix_db)?;
     let roots = gc_roots::find_roots(&RootDirs::of_state_dir(
         &options.nix_state_dir,
@@ -168,6 +211,7 @@ pub fn collect_garbage(options: &GcOptions) -> Result<GcReport, GcError> {
         roots: input.roots.len(),
         swept_entries: 0,
         trees: TreeSweep::default(),
+        batches: 1,
         plan,
     };
     // Trees first: they hold links to store files, so removing them first is what lets the
@@ -195,7 +239,14 @@ pub fn collect_garbage(options: &GcOptions) -> Result<GcReport, GcError> {
 
     let store = StoreDir::open(STORE_DIR)?;
     let mut db = NixDbWriter::open(&options.nix_db)?;
-    for victim in report.plan.delete.clone() {
+    for victim in report
+        .plan
+        .delete
+        .iter()
+        .take(limit)
+        .cloned()
+        .collect::<Vec<_>>()
+    {
         match delete_path(&store, &mut db, &victim.path)? {
             None => {
                 record.forget(&victim.path)?;

@@ -63,7 +63,7 @@ pub use fetch_closure::{FetchOptions, FetchSummary, Fetcher, SubstituterTally};
 pub use fetch_error::{FetchCause, FetchError, LocalError};
 pub use fetch_progress::{FetchProgress, ProgressSnapshot};
 pub use flake_build::FlakeRecipe;
-pub use gc_sweep::{collect_garbage, GcError, GcOptions, GcReport, Skipped};
+pub use gc_sweep::{collect_garbage, GcError, GcOptions, GcReport, Skipped, GC_BATCH};
 pub use install::sweep_stale_entries;
 pub use install_record::{InstallRecord, INSTALL_RECORD_FILE};
 pub use invalidation::Invalidated;

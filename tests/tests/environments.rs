@@ -504,7 +504,16 @@ fn http_source_with_a_bearer_token() {
             server.counts()
         );
 
+        // A pod's shim reads the node config once: each config below gets a pod of its own.
+        let pod_with = |name: &str| {
+            cri.run_pod(
+                &node
+                    .pod(name, NIXLET_HANDLER)
+                    .annotation(ENVIRONMENT, &remote),
+            )
+        };
         node.set_node_config_extra(&source(false))?;
+        let pod = pod_with("http-without-token")?;
         let err = start_fails(node, &pod, &sh("without-token", probe))?;
         assert_refused(
             &err,
@@ -516,6 +525,7 @@ fn http_source_with_a_bearer_token() {
         node.set_node_config_extra(&source(true))?;
         let url = server.url();
         drop(server);
+        let pod = pod_with("http-server-gone")?;
         let err = start_fails(node, &pod, &sh("server-gone", probe))?;
         assert_refused(&err, "resolve", &remote, &["cannot reach", &url]);
         Ok(())
