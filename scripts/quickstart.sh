@@ -18,4 +18,7 @@ echo "==> building the echoserver into a signed binary cache under $work"
 bash examples/echoserver/build-cache.sh "$work"
 
 echo "==> running the echoserver pod (runtimeClassName: nixlet, empty image)"
-exec target/debug/nixlet-example "$(cat "$work/store-path")"
+# The shim built above: left to itself the harness would build it again with nixlet-shim's own
+# feature set (cargo unifies features per build invocation), compiling its dependencies twice.
+NIXLET_E2E_SHIM="$PWD/target/debug/containerd-shim-nixlet-v2" \
+  exec target/debug/nixlet-example "$(cat "$work/store-path")"

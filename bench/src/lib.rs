@@ -30,4 +30,4 @@ pub mod summary;
 pub mod variant_images;
 pub mod workdir;
 
-pub use run::{run, Options};
+pub use run::{run, scenario_names, Options};

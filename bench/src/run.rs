@@ -26,48 +26,46 @@ pub struct Options {
 }
 
 impl Options {
-    /// Parses `[all | SCENARIO...] [--quick] [--iterations N] [--out DIR]`.
-    pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Self> {
+    /// `targets` as the command line names them: `all`, `report`, or scenario names.
+    pub fn from_targets(
+        targets: &[String],
+        quick: bool,
+        iterations: Option<usize>,
+        out_dir: Option<PathBuf>,
+    ) -> Result<Self> {
         let mut options = Options {
             scenarios: Vec::new(),
-            quick: false,
-            iterations: None,
-            out_dir: None,
+            quick,
+            iterations,
+            out_dir,
             rerender: false,
         };
-        let mut args = args.into_iter();
-        while let Some(arg) = args.next() {
-            match arg.as_str() {
-                "--quick" => options.quick = true,
-                "--iterations" => {
-                    let n = args.next().context("--iterations needs a number")?;
-                    options.iterations = Some(n.parse().context("--iterations")?);
-                }
-                "--out" => {
-                    options.out_dir = Some(args.next().context("--out needs a directory")?.into())
-                }
+        for target in targets {
+            match target.as_str() {
                 "all" => options.scenarios.extend(Scenario::ALL),
                 "report" => options.rerender = true,
                 name => match Scenario::by_name(name) {
-                    Some(s) => options.scenarios.push(s),
-                    None => bail!("unknown argument {name:?}\n{}", usage()),
+                    Some(scenario) => options.scenarios.push(scenario),
+                    None => bail!(
+                        "unknown scenario {name:?} (all, report, {})",
+                        scenario_names().join(", ")
+                    ),
                 },
             }
         }
         if options.scenarios.is_empty() && !options.rerender {
-            bail!("no scenario named\n{}", usage());
+            bail!(
+                "no scenario named (all, report, {})",
+                scenario_names().join(", ")
+            );
         }
         options.scenarios.dedup();
         Ok(options)
     }
 }
 
-pub fn usage() -> String {
-    let names: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
-    format!(
-        "usage: nixlet-bench (all | {}) [--quick] [--iterations N] [--out DIR]\n       nixlet-bench report [--out DIR]   (rewrite BENCHMARKS.md from BENCHMARKS.json)",
-        names.join(" | ")
-    )
+pub fn scenario_names() -> Vec<&'static str> {
+    Scenario::ALL.iter().map(|s| s.name()).collect()
 }
 
 /// Runs the chosen scenarios; returns the results written (all scenarios in the JSON file,

@@ -6,6 +6,8 @@
 use std::env;
 
 use serde_json::json;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 use tiny_http::{Header, Method, Response, Server};
 
 const DEFAULT_PORT: &str = "8080";
@@ -23,6 +25,7 @@ fn main() {
         }
     };
     println!("echoserver listening on {address}");
+    exit_on_termination();
 
     for request in server.incoming_requests() {
         let response = if *request.method() == Method::Get && request.url() == "/" {
@@ -39,6 +42,25 @@ fn main() {
             eprintln!("echoserver: respond: {error}");
         }
     }
+}
+
+/// As a container's first process, echoserver is PID 1 of its namespace, where the kernel
+/// ignores signals without a handler: without this, `kubectl delete` would wait out the whole
+/// grace period and end in SIGKILL. It keeps no state, so it stops at once.
+fn exit_on_termination() {
+    let mut signals = match Signals::new([SIGTERM, SIGINT]) {
+        Ok(signals) => signals,
+        Err(error) => {
+            eprintln!("echoserver: cannot handle SIGTERM: {error}");
+            std::process::exit(1);
+        }
+    };
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            println!("echoserver: signal {signal}, stopping");
+            std::process::exit(0);
+        }
+    });
 }
 
 /// The kernel's hostname (the pod's, in a UTS namespace); `HOSTNAME` is not always set in a

@@ -234,6 +234,19 @@ impl Cri {
         Ok(())
     }
 
+    /// StopContainer as the kubelet sends it for a pod with `grace` as its termination grace
+    /// period: SIGTERM (or the image's stop signal), SIGKILL once `grace` has passed.
+    pub fn stop_container_within(&self, id: &str, grace: Duration) -> Result<()> {
+        let request = StopContainerRequest {
+            container_id: id.to_owned(),
+            timeout: grace.as_secs() as i64,
+        };
+        self.call("StopContainer", |mut c| async move {
+            c.stop_container(request).await
+        })?;
+        Ok(())
+    }
+
     pub fn remove_container(&self, id: &str) -> Result<()> {
         let request = RemoveContainerRequest {
             container_id: id.to_owned(),
