@@ -551,3 +551,23 @@ fn install_asks_the_running_containerd_which_schema_to_write() {
     );
     assert_eq!(node.snapshot(), pristine);
 }
+
+/// The node's own config that does not parse is left for the operator (doctor names the fault):
+/// install has no better file to put there, and the rest of the install goes on.
+#[test]
+fn a_broken_node_config_of_the_node_is_kept_and_said_so() {
+    let node = Node::from_fixture_on("v2-nvidia-comments", "1.7.24");
+    fs::create_dir_all(node.path("/etc/nixlet")).unwrap();
+    fs::write(node.path("/etc/nixlet/config.toml"), "[runtime\n").unwrap();
+    let report = node.install().to_string();
+    assert!(
+        report.contains("kept      /etc/nixlet/config.toml: node config /etc/nixlet/config.toml: ")
+            && report
+                .contains(": the runc options of containerd's handler `runc` were not added\n"),
+        "{report}"
+    );
+    assert_eq!(node.read("/etc/nixlet/config.toml"), "[runtime\n");
+    assert!(node
+        .read("/etc/containerd/config.toml")
+        .contains("runtimes.nixlet]"));
+}

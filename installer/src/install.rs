@@ -250,11 +250,14 @@ impl Run<'_> {
     ) -> Result<(), InstallError> {
         let path = Path::new(NODE_CONFIG);
         let current = managed_file::read_optional(&self.host.local(path))?;
-        let (base, changed, unchanged) = match configmap {
+        // (text to start from, report when written, report when unchanged, whether it is the
+        // node's own file)
+        let (base, changed, unchanged, nodes_own) = match configmap {
             Some((source, text)) => (
                 text,
                 format!("installed from {}", source.display()),
                 format!("same as {}", source.display()),
+                false,
             ),
             None => match (self.state.record(path), current) {
                 // Written by an earlier run and not touched since: start again from what was
@@ -267,6 +270,7 @@ impl Run<'_> {
                             node_config_file::default_text(),
                             "written with defaults".to_string(),
                             "defaults, as written before".to_string(),
+                            false,
                         ),
                         Original::Backup { path: backup } => {
                             let local = self.host.local(backup);
@@ -280,6 +284,7 @@ impl Run<'_> {
                                 text,
                                 "the node's config".to_string(),
                                 "the node's config, as written before".to_string(),
+                                true,
                             )
                         }
                     }
@@ -288,11 +293,13 @@ impl Run<'_> {
                     String::from_utf8_lossy(&current).into_owned(),
                     "the node's config".to_string(),
                     "present, left as it is".to_string(),
+                    true,
                 ),
                 (_, None) => (
                     node_config_file::default_text(),
                     "written with defaults".to_string(),
                     String::new(),
+                    false,
                 ),
             },
         };
@@ -300,7 +307,7 @@ impl Run<'_> {
             Ok(rendered) => rendered,
             // The node's own file, broken: left for the operator (doctor names the fault), since
             // nixlet has no better file to put there.
-            Err(error) if unchanged == "present, left as it is" => {
+            Err(error) if nodes_own => {
                 self.report.push(
                     path,
                     Outcome::Kept(format!(
