@@ -7,7 +7,10 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use nixlet_installer::names::DEFAULT_BINARY_DIR;
-use nixlet_installer::{CommandRestarter, ContainerdRestarter, HostRoot, InstallOptions};
+use nixlet_installer::{
+    CommandRestarter, ContainerdRestarter, ContainerdVersion, HostRoot, InstallOptions,
+    RunningContainerd,
+};
 
 #[derive(Subcommand)]
 pub enum NodeCommand {
@@ -33,8 +36,21 @@ pub struct InstallArgs {
     /// it, a node without a config gets the defaults and an existing one is left alone.
     #[arg(long)]
     node_config: Option<PathBuf>,
+    /// containerd's API socket (a host path), asked for the running release, which decides
+    /// the config schema [default: the address in containerd's config, else
+    /// /run/containerd/containerd.sock]
+    #[arg(long, value_name = "SOCKET", conflicts_with = "containerd_version")]
+    containerd_address: Option<PathBuf>,
+    /// The containerd release that will read the config (e.g. 2.1.9), instead of asking the
+    /// running one: for a node whose containerd does not run, such as an image being built.
+    #[arg(long, value_name = "VERSION", value_parser = parse_containerd_version)]
+    containerd_version: Option<ContainerdVersion>,
     #[command(flatten)]
     restart: RestartArgs,
+}
+
+fn parse_containerd_version(text: &str) -> Result<ContainerdVersion, String> {
+    ContainerdVersion::parse(text).map_err(|error| error.to_string())
 }
 
 #[derive(Args)]
@@ -86,6 +102,12 @@ impl NodeCommand {
                     binary_dir: args.binary_dir,
                     source_dir,
                     node_config: args.node_config,
+                    containerd: match args.containerd_version {
+                        Some(version) => RunningContainerd::Given(version),
+                        None => RunningContainerd::Ask {
+                            address: args.containerd_address,
+                        },
+                    },
                 };
                 nixlet_installer::install(
                     &options,

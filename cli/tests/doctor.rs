@@ -1,14 +1,21 @@
 //! `nixlet doctor`, run as a process against a temporary node: a host root with containerd's
 //! config, a `/proc` entry for the running containerd, the shim, runc shim and runc (the real
 //! binaries where this machine has them), a store, a Nix database, an environment source and a
-//! substituter served on 127.0.0.1. A good node passes; each broken variant fails with the
-//! finding that names it, and exit status 1.
+//! substituter served on 127.0.0.1, and the `containerd` binary of the release under test (the
+//! first on PATH) where the running containerd's executable is. A good node passes; each broken
+//! variant fails with the finding that names it, and exit status 1. Run it per release line by
+//! putting a release's directory first on PATH (see `scripts/fetch-containerd.sh`).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+
+mod support;
+
+use nixlet_installer::ContainerdVersion;
+use support::containerd_daemon;
 
 /// A real, valid ed25519 public key (only its syntax and curve point are checked).
 const TRUSTED_KEY: &str = "cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=";
@@ -70,8 +77,19 @@ impl Node {
             root: tempfile::tempdir().unwrap(),
             cache_url: serve_cache_info(GOOD_CACHE_INFO),
         };
-        node.copy_tree(&fixtures().join("v2-debian/after"));
+        // The config install writes for this release.
+        let version = path_containerd();
+        let fixture = if version.major >= 2 {
+            "v3-plain/after"
+        } else {
+            "v2-debian/after"
+        };
+        node.copy_tree(&fixtures().join(fixture));
         node.containerd_process(CONTAINERD_PATH);
+        node.program(
+            "/usr/bin/containerd",
+            &containerd_daemon::which("containerd").unwrap_or_default(),
+        );
         let shim_next_to_nixlet =
             Path::new(env!("CARGO_BIN_EXE_nixlet")).with_file_name("containerd-shim-nixlet-v2");
         node.program(
@@ -119,9 +137,20 @@ impl Node {
         if real.is_file() {
             std::os::unix::fs::symlink(real, &path).unwrap();
         } else {
-            std::fs::write(&path, "#!/bin/sh\nexit 0\n").unwrap();
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+            self.stand_in(
+                host_path,
+                "echo containerd github.com/containerd/containerd 1.6.20 stand-in",
+            );
         }
+    }
+
+    /// A shell script standing in for a program this machine lacks, or for a release it does
+    /// not have.
+    fn stand_in(&self, host_path: &str, script: &str) {
+        let path = self.path(host_path);
+        let _ = std::fs::remove_file(&path);
+        std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
 
     /// containerd as `/proc` shows it: started without `--config`, with `path` as its PATH.
@@ -197,6 +226,21 @@ impl Node {
     }
 }
 
+/// The release of the first `containerd` on PATH; 1.6.20 when none is installed (its stand-in
+/// binary then says so).
+fn path_containerd() -> ContainerdVersion {
+    match containerd_daemon::which("containerd") {
+        Some(_) => containerd_daemon::path_version(),
+        None => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "containerd is not installed; CI=true makes this a failure"
+            );
+            ContainerdVersion::parse("1.6.20").unwrap()
+        }
+    }
+}
+
 fn copy_recursive(from: &Path, to: &Path) {
     if from.is_dir() {
         std::fs::create_dir_all(to).unwrap();
@@ -267,6 +311,7 @@ fn a_good_node_passes_every_check() {
             "node config",
             "containerd config",
             "containerd process",
+            "containerd version",
             "nixlet shim",
             "runc shim",
             "oci runtime",
@@ -291,16 +336,26 @@ fn a_good_node_passes_every_check() {
         "environment source: dir /var/lib/nixlet/environments is readable: 1 environments"
     ));
     assert!(
-        stdout.ends_with("11 checks: 11 ok, 0 warnings, 0 problems\n"),
+        stdout.ends_with("12 checks: 12 ok, 0 warnings, 0 problems\n"),
         "{stdout}"
     );
 }
 
 #[test]
 fn every_installer_fixture_is_broken_before_install_and_fine_after() {
+    let mut cases = Vec::new();
     for entry in std::fs::read_dir(fixtures()).unwrap() {
         let fixture = entry.unwrap().path();
-        let name = fixture.file_name().unwrap().to_string_lossy().to_string();
+        for after in std::fs::read_dir(&fixture).unwrap() {
+            let after = after.unwrap().file_name().to_string_lossy().to_string();
+            if after.starts_with("after") {
+                cases.push((fixture.clone(), after));
+            }
+        }
+    }
+    assert!(cases.len() > 10, "{cases:?}");
+    for (fixture, after) in cases {
+        let name = format!("{}/{after}", fixture.file_name().unwrap().to_string_lossy());
         let containerd_line = |node: &Node| {
             let output = node.doctor(&[]);
             findings(&output)
@@ -315,7 +370,7 @@ fn every_installer_fixture_is_broken_before_install_and_fine_after() {
         }
         let (status, line) = containerd_line(&node);
         assert_eq!(status, "FAIL", "{name} before install: {line}");
-        node.copy_tree(&fixture.join("after"));
+        node.copy_tree(&fixture.join(&after));
         let (status, line) = containerd_line(&node);
         assert_eq!(status, "ok", "{name} after install: {line}");
     }
@@ -364,11 +419,18 @@ fn runtime_without_annotation_pass_through() {
 #[test]
 fn runtime_of_the_wrong_type() {
     let node = Node::good();
-    let config = std::fs::read_to_string(node.path("/etc/containerd/config.toml")).unwrap();
-    node.write(
+    // The main file (schema 2) or the drop-in (schema 3), whichever declares the runtime.
+    for file in [
         "/etc/containerd/config.toml",
-        &config.replace("io.containerd.nixlet.v2", "io.containerd.runc.v2"),
-    );
+        "/etc/containerd/conf.d/nixlet.toml",
+    ] {
+        if let Ok(config) = std::fs::read_to_string(node.path(file)) {
+            node.write(
+                file,
+                &config.replace("io.containerd.nixlet.v2", "io.containerd.runc.v2"),
+            );
+        }
+    }
     assert_one_problem(
         &node,
         &[],
@@ -377,9 +439,14 @@ fn runtime_of_the_wrong_type() {
     );
 }
 
-#[test]
-fn an_import_replaces_the_cri_table_holding_the_runtime() {
+/// A node installed for containerd 1.x, plus a GPU drop-in that sets the CRI plugin table.
+fn node_with_a_cri_drop_in(containerd: &Path) -> Node {
     let node = Node::good();
+    std::fs::remove_dir_all(node.path("/etc/containerd")).unwrap();
+    node.copy_tree(&fixtures().join("v2-debian/after"));
+    node.node_config("");
+    std::fs::remove_file(node.path("/usr/bin/containerd")).unwrap();
+    node.program("/usr/bin/containerd", containerd);
     let config = std::fs::read_to_string(node.path("/etc/containerd/config.toml")).unwrap();
     node.write(
         "/etc/containerd/config.toml",
@@ -392,13 +459,45 @@ fn an_import_replaces_the_cri_table_holding_the_runtime() {
         "/etc/containerd/conf.d/gpu.toml",
         "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd]\ndefault_runtime_name = \"nvidia\"\n",
     );
+    node
+}
+
+/// Debian 12's containerd 1.6: the drop-in's CRI table replaces the one with the runtime.
+#[test]
+fn on_containerd_1_an_import_replaces_the_cri_table_holding_the_runtime() {
+    let system = Path::new("/usr/bin/containerd");
+    if !system.is_file() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "Debian's containerd is not installed; CI=true makes this a failure"
+        );
+        eprintln!("skipped: /usr/bin/containerd is not installed");
+        return;
+    }
     assert_one_problem(
-        &node,
+        &node_with_a_cri_drop_in(system),
         &[],
         "containerd config",
         "declared in /etc/containerd/config.toml but /etc/containerd/conf.d/gpu.toml also sets \
          the CRI plugin table",
     );
+}
+
+/// The same files read by containerd 2.x (first on PATH): merged key by key, the runtime stays.
+#[test]
+fn on_containerd_2_an_import_merges_into_the_cri_table() {
+    let version = path_containerd();
+    if version.major < 2 {
+        eprintln!("skipped: containerd {version} on PATH; put a 2.x release first");
+        return;
+    }
+    let node = node_with_a_cri_drop_in(&containerd_daemon::which("containerd").unwrap());
+    let output = node.doctor(&[]);
+    let line = findings(&output)
+        .into_iter()
+        .find(|(_, line)| line.starts_with("containerd config: "))
+        .unwrap();
+    assert_eq!(line.0, "ok", "{line:?}");
 }
 
 #[test]
@@ -627,4 +726,146 @@ fn no_running_containerd_is_a_warning_only() {
     assert!(warnings[0].1.starts_with(
         "containerd process: no running containerd reads /etc/containerd/config.toml"
     ));
+}
+
+/// The `containerd version` finding of a doctor run.
+fn version_line(output: &Output) -> (String, String) {
+    findings(output)
+        .into_iter()
+        .find(|(_, line)| line.starts_with("containerd version: "))
+        .expect("a containerd version finding")
+}
+
+#[test]
+fn the_version_comes_from_the_running_containerds_binary_when_its_socket_is_not_there() {
+    let node = Node::good();
+    let version = path_containerd();
+    let output = node.doctor(&[]);
+    let (status, line) = version_line(&output);
+    assert_eq!(status, "ok");
+    let bootstrap = if (version.major, version.minor) >= (2, 3) {
+        "BootstrapParams on stdin (containerd 2.3 and later)"
+    } else {
+        "legacy flags and stdin options (containerd 1.6 to 2.2)"
+    };
+    let schema = if version.major >= 2 { 3 } else { 2 };
+    let migrated = if (version.major, version.minor) >= (2, 3) {
+        ", which it migrates to 4 at every start"
+    } else {
+        ""
+    };
+    assert_eq!(
+        line,
+        format!(
+            "containerd version: {version} (its binary /usr/bin/containerd says so; no socket at \
+             /run/containerd/containerd.sock): it starts nixlet's shim with {bootstrap}; \
+             /etc/containerd/config.toml is schema {schema}{migrated}"
+        )
+    );
+}
+
+#[test]
+fn the_version_is_asked_on_the_socket_the_running_containerd_serves() {
+    if !containerd_daemon::available(
+        "the_version_is_asked_on_the_socket_the_running_containerd_serves",
+    ) {
+        return;
+    }
+    let node = Node::good();
+    // The binary where the process's executable is would say another release: the socket wins.
+    node.stand_in(
+        "/usr/bin/containerd",
+        "echo containerd github.com/containerd/containerd 1.6.0 stand-in",
+    );
+    let daemon = containerd_daemon::Daemon::start(&node.path("/run/containerd/containerd.sock"));
+    let output = node.doctor(&[]);
+    let (status, line) = version_line(&output);
+    assert_eq!(status, "ok", "{line}");
+    assert!(
+        line.starts_with(&format!(
+            "containerd version: {} (answered at /run/containerd/containerd.sock): ",
+            daemon.version
+        )),
+        "{line}\n{}",
+        daemon.log()
+    );
+
+    // A socket named on containerd's command line is the one asked.
+    drop(daemon);
+    let _ = std::fs::remove_file(node.path("/run/containerd/containerd.sock"));
+    let daemon = containerd_daemon::Daemon::start(&node.path("/run/k3s/containerd.sock"));
+    std::fs::write(
+        node.path("/proc/4242/cmdline"),
+        b"/usr/bin/containerd\0--address\0/run/k3s/containerd.sock\0",
+    )
+    .unwrap();
+    let (_, line) = version_line(&node.doctor(&[]));
+    assert!(
+        line.starts_with(&format!(
+            "containerd version: {} (answered at /run/k3s/containerd.sock): ",
+            daemon.version
+        )),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_containerd_older_than_1_6_is_a_problem() {
+    let node = Node::good();
+    node.stand_in(
+        "/usr/bin/containerd",
+        "echo containerd github.com/containerd/containerd v1.5.18 0e4b5a3",
+    );
+    assert_one_problem(
+        &node,
+        &[],
+        "containerd version",
+        "containerd v1.5.18 is not supported: nixlet supports containerd 1.6 and later (its \
+         binary /usr/bin/containerd says so",
+    );
+}
+
+/// Debian 12's containerd 1.6 (the system package) with the schema 3 config a 2.x node has:
+/// containerd would not start.
+#[test]
+fn a_config_schema_the_running_containerd_cannot_read_is_a_problem() {
+    let system = Path::new("/usr/bin/containerd");
+    if !system.is_file() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "Debian's containerd is not installed; CI=true makes this a failure"
+        );
+        eprintln!("skipped: /usr/bin/containerd is not installed");
+        return;
+    }
+    let node = Node::good();
+    std::fs::remove_dir_all(node.path("/etc/containerd")).unwrap();
+    node.copy_tree(&fixtures().join("v3-plain/after"));
+    node.node_config("");
+    std::fs::remove_file(node.path("/usr/bin/containerd")).unwrap();
+    node.program("/usr/bin/containerd", system);
+    let version = containerd_daemon::Daemon::version_of(system);
+    assert_eq!(version.major, 1, "{version}");
+    assert_one_problem(
+        &node,
+        &[],
+        "containerd version",
+        &format!(
+            "it cannot read /etc/containerd/config.toml, which declares version 3 (that needs \
+             containerd 2.0 or later; {} reads up to version 2), so it does not start",
+            version.line()
+        ),
+    );
+}
+
+#[test]
+fn no_running_containerd_reports_the_version_of_the_installed_one() {
+    let node = Node::good();
+    std::fs::remove_dir_all(node.path("/proc")).unwrap();
+    let (status, line) = version_line(&node.doctor(&[]));
+    assert_eq!(status, "ok");
+    assert!(
+        line.contains(" (not running; its binary /usr/bin/containerd says so): "),
+        "{line}"
+    );
 }

@@ -1,5 +1,6 @@
 //! `nixlet node install|uninstall` as an operator runs it: the real binary, installing itself
-//! and the shim found next to it, with a restart command that restarts nothing.
+//! and the shim found next to it, with a restart command that restarts nothing, told the
+//! containerd release with `--containerd-version` or asking a real containerd.
 
 mod support;
 
@@ -7,7 +8,7 @@ use std::fs;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use support::Node;
+use support::{containerd_daemon, Node};
 
 /// A copy of the built `nixlet` with a stand-in shim beside it, as in the node image.
 fn release_dir() -> (tempfile::TempDir, PathBuf) {
@@ -61,6 +62,8 @@ fn install_twice_then_uninstall() {
         root,
         "--restart-command",
         "true",
+        "--containerd-version",
+        "1.6.20",
     ];
 
     let first = stdout(&nixlet(&binary, &install));
@@ -113,6 +116,8 @@ fn a_refused_config_fails_with_the_reason() {
             "--host-root",
             node.root.path().to_str().unwrap(),
             "--no-restart",
+            "--containerd-version",
+            "1.6.20",
         ],
     );
     assert!(!output.status.success());
@@ -120,4 +125,64 @@ fn a_refused_config_fails_with_the_reason() {
     assert!(stderr.contains("nixlet node install"), "{stderr}");
     assert!(stderr.contains("has no `version`"), "{stderr}");
     assert_eq!(node.snapshot(), pristine);
+}
+
+#[test]
+fn install_asks_the_containerd_at_the_address_given() {
+    if !containerd_daemon::available("install_asks_the_containerd_at_the_address_given") {
+        return;
+    }
+    let node = Node::from_fixture("missing");
+    let daemon = containerd_daemon::Daemon::start(&node.path("/run/k3s/containerd.sock"));
+    let (_release, binary) = release_dir();
+    let report = stdout(&nixlet(
+        &binary,
+        &[
+            "node",
+            "install",
+            "--host-root",
+            node.root.path().to_str().unwrap(),
+            "--no-restart",
+            "--containerd-address",
+            "/run/k3s/containerd.sock",
+        ],
+    ));
+    assert!(
+        report.starts_with(&format!(
+            "containerd {} (answered at /run/k3s/containerd.sock): reads config schema up to {}",
+            daemon.version,
+            daemon.version.newest_schema().version()
+        )),
+        "{report}"
+    );
+    let schema = daemon.version.new_file_schema().version();
+    assert!(
+        node.read("/etc/containerd/config.toml")
+            .contains(&format!("\nversion = {schema}\n")),
+        "{}",
+        node.read("/etc/containerd/config.toml")
+    );
+}
+
+#[test]
+fn a_containerd_version_that_does_not_parse_is_refused_by_name() {
+    let node = Node::from_fixture("missing");
+    let (_release, binary) = release_dir();
+    let output = nixlet(
+        &binary,
+        &[
+            "node",
+            "install",
+            "--host-root",
+            node.root.path().to_str().unwrap(),
+            "--containerd-version",
+            "two",
+        ],
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("containerd version \"two\" does not start with MAJOR.MINOR"),
+        "{stderr}"
+    );
 }

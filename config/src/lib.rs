@@ -5,4 +5,6 @@ mod node_config;
 mod runtime;
 
 pub use node_config::*;
-pub use runtime::{RuncOptions, RuntimeConfig, DEFAULT_DELEGATE_SHIM};
+pub use runtime::{
+    RuncOptionKind, RuncOptions, RuntimeConfig, DEFAULT_DELEGATE_SHIM, RUNC_OPTION_KEYS,
+};

@@ -62,6 +62,31 @@ pub struct RuncOptions {
     pub criu_work_path: Option<String>,
 }
 
+/// The TOML type of one runc option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuncOptionKind {
+    Bool,
+    String,
+    /// An unsigned 32-bit integer (a uid or gid).
+    U32,
+}
+
+/// Every key of [`RuncOptions`] with its type, for code that copies options from elsewhere
+/// (the installer, from containerd's runc handler) and must tell a key nixlet carries from one
+/// it does not.
+pub const RUNC_OPTION_KEYS: [(&str, RuncOptionKind); 10] = [
+    ("BinaryName", RuncOptionKind::String),
+    ("Root", RuncOptionKind::String),
+    ("SystemdCgroup", RuncOptionKind::Bool),
+    ("NoPivotRoot", RuncOptionKind::Bool),
+    ("NoNewKeyring", RuncOptionKind::Bool),
+    ("ShimCgroup", RuncOptionKind::String),
+    ("IoUid", RuncOptionKind::U32),
+    ("IoGid", RuncOptionKind::U32),
+    ("CriuImagePath", RuncOptionKind::String),
+    ("CriuWorkPath", RuncOptionKind::String),
+];
+
 /// `[runtime]` as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -145,6 +170,35 @@ mod tests {
         assert_eq!(config.runc_options.no_new_keyring, Some(true));
         assert_eq!(config.runc_options.io_uid, Some(1000));
         assert_eq!(config.delegate_shim, DEFAULT_DELEGATE_SHIM);
+    }
+
+    #[test]
+    fn the_key_list_is_every_option_the_section_reads() {
+        for (key, kind) in RUNC_OPTION_KEYS {
+            let value = match kind {
+                RuncOptionKind::Bool => "true",
+                RuncOptionKind::String => "\"/x\"",
+                RuncOptionKind::U32 => "7",
+            };
+            let config = section(&format!("[runc_options]\n{key} = {value}"))
+                .unwrap_or_else(|error| panic!("{key}: {error}"));
+            assert_ne!(config.runc_options, RuncOptions::default(), "{key}");
+        }
+        // Ten keys listed, ten fields read: a new field needs its key here too.
+        let all = RUNC_OPTION_KEYS
+            .iter()
+            .map(|(key, kind)| match kind {
+                RuncOptionKind::Bool => format!("{key} = true"),
+                RuncOptionKind::String => format!("{key} = \"/x\""),
+                RuncOptionKind::U32 => format!("{key} = 1"),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let options = section(&format!("[runc_options]\n{all}"))
+            .unwrap()
+            .runc_options;
+        let debug = format!("{options:?}");
+        assert!(!debug.contains("None"), "an option no key sets: {debug}");
     }
 
     #[test]

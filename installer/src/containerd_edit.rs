@@ -120,12 +120,15 @@ pub fn add_version(doc: &mut DocumentMut, schema: Schema) {
 ///
 /// A file without a `runtimes` table runs on containerd's built-in list, which holds only
 /// `runc`. containerd 1.x replaces that whole list with the file's as soon as the file lists any
-/// runtime (checked with `containerd config dump`), so adding only nixlet's would leave the node
-/// without `runc`, its default runtime. When the edit creates `runtimes`, it therefore also
-/// writes `runc` as containerd defines it.
+/// runtime (`replaces_list`; checked with `containerd config dump`), so adding only nixlet's
+/// would leave the node without `runc`, its default runtime. When the edit creates `runtimes`
+/// for such a containerd, it therefore also writes `runc` as containerd defines it. containerd
+/// 2.x adds the file's runtimes to its built-in list (checked the same way), so there the file
+/// is left without a `runc` it never had.
 pub fn ensure_runtime(
     doc: &mut DocumentMut,
     schema: Schema,
+    replaces_list: bool,
     path: &Path,
 ) -> Result<Option<RuntimeEdit>, ConfigError> {
     let keys: Vec<String> = schema
@@ -137,10 +140,8 @@ pub fn ensure_runtime(
     let created_runtime = created_tables.last() == Some(&keys);
     let style = created_runtime.then(|| HeaderStyle::for_new_table(doc, &keys));
     let runtimes_path = &keys[..keys.len() - 1];
-    // Only containerd 1.x replaces the list, and only schema 2 reaches it; a schema 3 drop-in is
-    // merged key by key into a list the main file or containerd's defaults already hold.
     let default_runc =
-        schema == Schema::V2 && created_tables.iter().any(|t| t.as_slice() == runtimes_path);
+        replaces_list && created_tables.iter().any(|t| t.as_slice() == runtimes_path);
     if default_runc {
         let style = style
             .as_ref()
@@ -582,7 +583,7 @@ mod tests {
 
     fn add(text: &str, schema: Schema) -> (String, Option<RuntimeEdit>) {
         let mut doc = parse(text, Path::new(PATH)).unwrap();
-        let edit = ensure_runtime(&mut doc, schema, Path::new(PATH)).unwrap();
+        let edit = ensure_runtime(&mut doc, schema, schema == Schema::V2, Path::new(PATH)).unwrap();
         (doc.to_string(), edit)
     }
 
@@ -697,7 +698,7 @@ mod tests {
             Path::new(PATH),
         )
         .unwrap();
-        let error = ensure_runtime(&mut doc, Schema::V2, Path::new(PATH))
+        let error = ensure_runtime(&mut doc, Schema::V2, true, Path::new(PATH))
             .unwrap_err()
             .to_string();
         assert_eq!(

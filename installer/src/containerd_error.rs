@@ -18,8 +18,23 @@ pub enum ConfigError {
         path.display()
     )]
     SchemaOne { path: PathBuf },
-    #[error("containerd config {}: `version = {version}` is not a schema nixlet edits (2 or 3)", path.display())]
+    #[error("containerd config {}: `version = {version}` is not a schema nixlet edits (2, 3 or 4)", path.display())]
     UnsupportedVersion { path: PathBuf, version: String },
+    #[error(
+        "containerd config {} declares `version = {declared}`, which the running containerd \
+         {running} cannot read (it reads up to version {newest}; version {declared} needs \
+         containerd {first_reader} or later): containerd would not start with it, so nixlet \
+         changes nothing; write the file for schema {newest} (or upgrade containerd) and run \
+         the installer again",
+        path.display()
+    )]
+    SchemaTooNew {
+        path: PathBuf,
+        declared: i64,
+        running: String,
+        newest: i64,
+        first_reader: &'static str,
+    },
     #[error(
         "containerd config {}: `{key}` is not a standard table, so the nixlet runtime cannot be \
          added under it; add it by hand",

@@ -1,14 +1,40 @@
 //! containerd's `imports`, resolved as containerd resolves them: each entry cleaned, a relative
 //! one taken from the importing file's directory, an entry with `*` expanded as a glob (sorted),
-//! and files loaded breadth-first from the main config.
+//! and files loaded breadth-first from the main config, each once.
 
+use std::collections::{HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 
 use toml_edit::DocumentMut;
 
 use crate::containerd_error::ConfigError;
-use crate::containerd_schema::Schema;
+use crate::containerd_schema;
+use crate::containerd_version::ContainerdVersion;
+use crate::error::InstallError;
 use crate::host_root::{clean_absolute, HostRoot};
+use crate::managed_file;
+
+/// How a containerd release resolves a relative `imports` entry that contains `*` (checked in
+/// containerd's `resolveImports` of each release).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelativeGlobs {
+    /// containerd 1.6: globbed as written, from containerd's working directory, which is `/`
+    /// under systemd.
+    FromWorkingDirectory,
+    /// containerd 1.7 and later: joined to the importing file's directory first, like every
+    /// relative entry.
+    FromImportingFile,
+}
+
+impl RelativeGlobs {
+    pub fn of(version: &ContainerdVersion) -> RelativeGlobs {
+        if (version.major, version.minor) < (1, 7) {
+            RelativeGlobs::FromWorkingDirectory
+        } else {
+            RelativeGlobs::FromImportingFile
+        }
+    }
+}
 
 /// The entries of a file's top-level `imports`.
 pub fn entries(doc: &DocumentMut, path: &Path) -> Result<Vec<String>, ConfigError> {
@@ -26,15 +52,11 @@ pub fn entries(doc: &DocumentMut, path: &Path) -> Result<Vec<String>, ConfigErro
 }
 
 /// The host path (or glob) an entry of `importing_file` stands for.
-///
-/// A relative entry is taken from the importing file's directory, except a relative glob in a
-/// schema 2 file: containerd 1.x globs it as it stands, from its working directory, which is `/`
-/// under systemd (containerd 2.x, the only reader of schema 3, joins first and globs after).
-pub fn resolve(entry: &str, importing_file: &Path, schema: Schema) -> PathBuf {
+pub fn resolve(entry: &str, importing_file: &Path, globs: RelativeGlobs) -> PathBuf {
     let path = Path::new(entry);
     if path.is_absolute() {
         clean_absolute(path)
-    } else if entry.contains('*') && schema == Schema::V2 {
+    } else if entry.contains('*') && globs == RelativeGlobs::FromWorkingDirectory {
         clean_absolute(&Path::new("/").join(path))
     } else {
         let dir = importing_file.parent().unwrap_or(Path::new("/"));
@@ -47,10 +69,10 @@ pub fn resolve(entry: &str, importing_file: &Path, schema: Schema) -> PathBuf {
 pub fn covers(
     entry: &str,
     importing_file: &Path,
-    schema: Schema,
+    globs: RelativeGlobs,
     target: &Path,
 ) -> Result<bool, ConfigError> {
-    let resolved = resolve(entry, importing_file, schema);
+    let resolved = resolve(entry, importing_file, globs);
     if !entry.contains('*') {
         return Ok(resolved == target);
     }
@@ -63,9 +85,9 @@ pub fn expand(
     host: &HostRoot,
     entry: &str,
     importing_file: &Path,
-    schema: Schema,
+    globs: RelativeGlobs,
 ) -> Result<Vec<PathBuf>, ConfigError> {
-    let resolved = resolve(entry, importing_file, schema);
+    let resolved = resolve(entry, importing_file, globs);
     if !entry.contains('*') {
         return Ok(vec![resolved]);
     }
@@ -93,6 +115,42 @@ pub fn expand(
         .collect();
     found.sort();
     Ok(found)
+}
+
+/// The main config and every file it imports, in the order containerd loads them
+/// (breadth-first, each file once). An imported file that does not exist is skipped here; the
+/// caller decides whether that matters.
+pub fn load_order(
+    host: &HostRoot,
+    main: &Path,
+    main_doc: DocumentMut,
+    globs: RelativeGlobs,
+) -> Result<Vec<(PathBuf, DocumentMut)>, InstallError> {
+    let mut loaded = Vec::new();
+    let mut seen = HashSet::new();
+    let mut pending = VecDeque::from([(main.to_path_buf(), Some(main_doc))]);
+    while let Some((path, doc)) = pending.pop_front() {
+        if !seen.insert(path.clone()) {
+            continue;
+        }
+        let doc = match doc {
+            Some(doc) => doc,
+            None => match managed_file::read_text_optional(&host.local(&path))? {
+                Some(text) => containerd_schema::parse(&text, &path)?,
+                None => {
+                    tracing::warn!(path = %path.display(), "imported containerd config does not exist");
+                    continue;
+                }
+            },
+        };
+        for entry in entries(&doc, &path)? {
+            for import in expand(host, &entry, &path, globs)? {
+                pending.push_back((import, None));
+            }
+        }
+        loaded.push((path, doc));
+    }
+    Ok(loaded)
 }
 
 fn glob_pattern(
@@ -124,31 +182,68 @@ mod tests {
     #[test]
     fn relative_entries_are_taken_from_the_importing_directory() {
         assert_eq!(
-            resolve("conf.d/*.toml", Path::new(MAIN), Schema::V3),
+            resolve(
+                "conf.d/*.toml",
+                Path::new(MAIN),
+                RelativeGlobs::FromImportingFile
+            ),
             Path::new("/etc/containerd/conf.d/*.toml")
         );
         assert_eq!(
-            resolve("conf.d/x.toml", Path::new(MAIN), Schema::V2),
+            resolve(
+                "conf.d/x.toml",
+                Path::new(MAIN),
+                RelativeGlobs::FromWorkingDirectory
+            ),
             Path::new("/etc/containerd/conf.d/x.toml")
         );
         assert_eq!(
-            resolve("/etc/./containerd//x.toml", Path::new(MAIN), Schema::V2),
+            resolve(
+                "/etc/./containerd//x.toml",
+                Path::new(MAIN),
+                RelativeGlobs::FromWorkingDirectory
+            ),
             Path::new("/etc/containerd/x.toml")
         );
     }
 
     #[test]
-    fn containerd_1_globs_a_relative_pattern_from_its_working_directory() {
+    fn containerd_1_6_globs_a_relative_pattern_from_its_working_directory() {
         assert_eq!(
-            resolve("conf.d/*.toml", Path::new(MAIN), Schema::V2),
+            resolve(
+                "conf.d/*.toml",
+                Path::new(MAIN),
+                RelativeGlobs::FromWorkingDirectory
+            ),
             Path::new("/conf.d/*.toml")
+        );
+        let version = |text| ContainerdVersion::parse(text).unwrap();
+        assert_eq!(
+            RelativeGlobs::of(&version("1.6.20~ds1")),
+            RelativeGlobs::FromWorkingDirectory
+        );
+        assert_eq!(
+            RelativeGlobs::of(&version("1.7.24")),
+            RelativeGlobs::FromImportingFile
+        );
+        assert_eq!(
+            RelativeGlobs::of(&version("2.1.9")),
+            RelativeGlobs::FromImportingFile
         );
     }
 
     #[test]
     fn globs_cover_files_in_their_directory_only() {
         let target = Path::new("/etc/containerd/conf.d/nixlet.toml");
-        let covers = |entry| covers(entry, Path::new(MAIN), Schema::V3, target).unwrap();
+        let covers = |entry| {
+            covers(
+                entry,
+                Path::new(MAIN),
+                RelativeGlobs::FromImportingFile,
+                target,
+            )
+            .unwrap()
+        };
         assert!(covers("/etc/containerd/conf.d/*.toml"));
         assert!(covers("conf.d/*"));
         assert!(covers("/etc/containerd/conf.d/nixlet.toml"));
@@ -166,7 +261,13 @@ mod tests {
         }
         let host = HostRoot::new(dir.path());
         assert_eq!(
-            expand(&host, "conf.d/*.toml", Path::new(MAIN), Schema::V3).unwrap(),
+            expand(
+                &host,
+                "conf.d/*.toml",
+                Path::new(MAIN),
+                RelativeGlobs::FromImportingFile
+            )
+            .unwrap(),
             vec![
                 PathBuf::from("/etc/containerd/conf.d/a.toml"),
                 PathBuf::from("/etc/containerd/conf.d/b.toml")

@@ -1,10 +1,12 @@
 //! containerd config schemas: which `version` a file declares and where each one keeps CRI
 //! runtimes.
 //!
-//! Schema 2 is read by containerd 1.x and (migrated on every start) by 2.x; schema 3 only by 2.x.
-//! A file without `version` is schema 1 to containerd, whose plugin names differ; nixlet refuses
-//! to guess there, except for a file with no settings at all, which it treats as schema 2 (adding
-//! `version = 2` to such a file changes nothing else).
+//! Schema 2 is read by containerd 1.x and (migrated on every start) by 2.x; schema 3 by 2.x;
+//! schema 4 by 2.3 and later, which moved server settings (`grpc`, `ttrpc` …) into plugins but
+//! kept the CRI tables of schema 3. Which of them the node's containerd reads is
+//! [`crate::containerd_version`]'s business. A file without `version` is schema 1 to containerd,
+//! whose plugin names differ; nixlet refuses to guess there, except for a file with no settings
+//! at all (blank), which gets the schema the running containerd wants for a new file.
 
 use std::path::Path;
 
@@ -17,6 +19,7 @@ use crate::names::RUNTIME_NAME;
 pub enum Schema {
     V2,
     V3,
+    V4,
 }
 
 /// What a parsed containerd config file is.
@@ -32,6 +35,16 @@ impl Schema {
         match self {
             Schema::V2 => 2,
             Schema::V3 => 3,
+            Schema::V4 => 4,
+        }
+    }
+
+    /// The first containerd release that reads this schema.
+    pub fn first_reader(self) -> &'static str {
+        match self {
+            Schema::V2 => "1.3",
+            Schema::V3 => "2.0",
+            Schema::V4 => "2.3",
         }
     }
 
@@ -39,7 +52,7 @@ impl Schema {
     pub fn cri_runtime_plugin(self) -> &'static str {
         match self {
             Schema::V2 => "io.containerd.grpc.v1.cri",
-            Schema::V3 => "io.containerd.cri.v1.runtime",
+            Schema::V3 | Schema::V4 => "io.containerd.cri.v1.runtime",
         }
     }
 
@@ -72,6 +85,7 @@ pub fn detect(doc: &DocumentMut, path: &Path) -> Result<Detected, ConfigError> {
         Some(item) => match item.as_integer() {
             Some(2) => Ok(Detected::Schema(Schema::V2)),
             Some(3) => Ok(Detected::Schema(Schema::V3)),
+            Some(4) => Ok(Detected::Schema(Schema::V4)),
             _ => Err(ConfigError::UnsupportedVersion {
                 path: path.to_path_buf(),
                 version: item.to_string().trim().to_string(),
@@ -98,14 +112,18 @@ mod tests {
     }
 
     #[test]
-    fn versions_two_and_three_are_schemas() {
+    fn versions_two_to_four_are_schemas() {
+        for (text, schema) in [
+            ("version = 2\n", Schema::V2),
+            ("version = 3\n", Schema::V3),
+            ("version = 4\n", Schema::V4),
+        ] {
+            assert_eq!(detect_text(text).unwrap(), Detected::Schema(schema));
+            assert_eq!(schema.version().to_string(), text[10..11]);
+        }
         assert_eq!(
-            detect_text("version = 2\n").unwrap(),
-            Detected::Schema(Schema::V2)
-        );
-        assert_eq!(
-            detect_text("version = 3\n").unwrap(),
-            Detected::Schema(Schema::V3)
+            Schema::V3.cri_runtime_plugin(),
+            Schema::V4.cri_runtime_plugin()
         );
     }
 
@@ -128,7 +146,7 @@ mod tests {
         let error = detect_text("version = \"2\"\n").unwrap_err().to_string();
         assert_eq!(
             error,
-            "containerd config /etc/containerd/config.toml: `version = \"2\"` is not a schema nixlet edits (2 or 3)"
+            "containerd config /etc/containerd/config.toml: `version = \"2\"` is not a schema nixlet edits (2, 3 or 4)"
         );
     }
 

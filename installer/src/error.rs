@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 
 use crate::containerd_error::ConfigError;
+use crate::containerd_probe::ProbeError;
+use crate::containerd_version::VersionError;
 use crate::restart::RestartError;
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +43,20 @@ pub enum InstallError {
     BackupMissing { path: PathBuf, backup: PathBuf },
     #[error(transparent)]
     Restart(#[from] RestartError),
+    /// The cause is in the message, not a source: it is the whole story, told once.
+    #[error(
+        "{0}; start containerd, or name the socket with --containerd-address, or (on a node \
+         whose containerd does not run) its release with --containerd-version"
+    )]
+    Probe(ProbeError),
+    #[error(transparent)]
+    Version(#[from] VersionError),
+}
+
+impl From<ProbeError> for InstallError {
+    fn from(error: ProbeError) -> InstallError {
+        InstallError::Probe(error)
+    }
 }
 
 impl InstallError {

@@ -9,7 +9,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::containerd_edit::ConfigEdit;
+use crate::containerd_imports::{self, RelativeGlobs};
 use crate::containerd_plan;
+use crate::containerd_probe::{self, RunningContainerd};
+use crate::containerd_schema::{self, Detected};
+use crate::containerd_version::ContainerdVersion;
 use crate::error::InstallError;
 use crate::host_root::HostRoot;
 use crate::install_state::{FileRecord, FileRole, InstallState, Original};
@@ -20,6 +24,7 @@ use crate::names::{
 use crate::node_config_file;
 use crate::report::{Outcome, Report, RestartOutcome};
 use crate::restart::ContainerdRestarter;
+use crate::runc_handler::{self, RuncHandler};
 
 #[derive(Debug, Clone)]
 pub struct InstallOptions {
@@ -29,9 +34,12 @@ pub struct InstallOptions {
     pub binary_dir: PathBuf,
     /// Directory holding the two binaries to copy: the running `nixlet`'s own.
     pub source_dir: PathBuf,
-    /// Node config to install (the DaemonSet's ConfigMap); without it, defaults are written
-    /// only when the node has no config.
+    /// Node config to install (the DaemonSet's ConfigMap); without it, the node's own config
+    /// is kept, or defaults are written when it has none. Either way the runc options of the
+    /// node's runc handler are added where the file does not set them.
     pub node_config: Option<PathBuf>,
+    /// How to learn which containerd reads the config.
+    pub containerd: RunningContainerd,
 }
 
 /// Installs; `restarter` is `None` when restarting containerd is left to the operator.
@@ -67,14 +75,24 @@ pub fn install(
         }
         None => None,
     };
-    let writes = containerd_plan::plan(&host)?;
+    let (version, found) = containerd_probe::find(&host, &options.containerd)?;
+    version.check_supported()?;
+    let writes = containerd_plan::plan(&host, &version)?;
+    let handler = node_runc_handler(&host, &version)?;
 
     let state = InstallState::load(&host)?.unwrap_or_default();
     let mut run = Run {
         host: &host,
         recorded: state.clone(),
         state,
-        report: Report::default(),
+        report: Report {
+            containerd: Some(format!(
+                "{version} ({found}): reads config schema up to {}, starts shims with {}",
+                version.newest_schema().version(),
+                version.bootstrap()
+            )),
+            ..Report::default()
+        },
     };
     for (path, bytes) in binaries {
         run.put(
@@ -105,35 +123,7 @@ pub fn install(
         )?;
     }
 
-    let node_config = Path::new(NODE_CONFIG);
-    match node_config_source {
-        Some((source, text)) => {
-            run.put(
-                node_config,
-                text.as_bytes(),
-                FileRole::NodeConfig,
-                ConfigEdit::default(),
-                &format!("installed from {}", source.display()),
-                &format!("same as {}", source.display()),
-            )?;
-        }
-        None if managed_file::read_optional(&host.local(node_config))?.is_some() => {
-            run.report.push(
-                node_config,
-                Outcome::Unchanged("present, left as it is".into()),
-            );
-        }
-        None => {
-            run.put(
-                node_config,
-                node_config_file::default_text().as_bytes(),
-                FileRole::NodeConfig,
-                ConfigEdit::default(),
-                "written with defaults",
-                "",
-            )?;
-        }
-    }
+    run.node_config(node_config_source, &handler)?;
     run.ensure_dir(Path::new(DEFAULT_ENVIRONMENTS_DIR))?;
 
     run.state.restart_pending |= containerd_changed;
@@ -150,6 +140,24 @@ pub fn install(
         run.checkpoint()?;
     }
     Ok(run.report)
+}
+
+/// The node's runc handler as containerd's config declares it (all defaults without a config).
+fn node_runc_handler(
+    host: &HostRoot,
+    version: &ContainerdVersion,
+) -> Result<RuncHandler, InstallError> {
+    let main = Path::new(CONTAINERD_CONFIG);
+    let doc = match managed_file::read_text_optional(&host.local(main))? {
+        Some(text) => containerd_schema::parse(&text, main)?,
+        None => containerd_schema::parse("", main)?,
+    };
+    let schema = match containerd_schema::detect(&doc, main)? {
+        Detected::Schema(schema) => schema,
+        Detected::Blank => version.new_file_schema(),
+    };
+    let files = containerd_imports::load_order(host, main, doc, RelativeGlobs::of(version))?;
+    Ok(runc_handler::read(&files, schema, version))
 }
 
 struct Run<'a> {
@@ -229,6 +237,114 @@ impl Run<'_> {
             record.config_edit = Some(earlier.merge(edit));
         }
         self.report.push(path, Outcome::Changed(changed));
+        Ok(())
+    }
+
+    /// Writes the node config: the ConfigMap's, else the node's own (as it was before install,
+    /// so that a later run follows containerd's runc options again), else the defaults; each
+    /// with the runc handler's options it does not set.
+    fn node_config(
+        &mut self,
+        configmap: Option<(&PathBuf, String)>,
+        handler: &RuncHandler,
+    ) -> Result<(), InstallError> {
+        let path = Path::new(NODE_CONFIG);
+        let current = managed_file::read_optional(&self.host.local(path))?;
+        // (text to start from, report when written, report when unchanged, whether it is the
+        // node's own file)
+        let (base, changed, unchanged, nodes_own) = match configmap {
+            Some((source, text)) => (
+                text,
+                format!("installed from {}", source.display()),
+                format!("same as {}", source.display()),
+                false,
+            ),
+            None => match (self.state.record(path), current) {
+                // Written by an earlier run and not touched since: start again from what was
+                // there before, so that changed runc options of containerd are followed.
+                (Some(record), Some(current))
+                    if managed_file::sha256_hex(&current) == record.installed_sha256 =>
+                {
+                    match &record.original {
+                        Original::Absent => (
+                            node_config_file::default_text(),
+                            "written with defaults".to_string(),
+                            "defaults, as written before".to_string(),
+                            false,
+                        ),
+                        Original::Backup { path: backup } => {
+                            let local = self.host.local(backup);
+                            let text = managed_file::read_text_optional(&local)?.ok_or(
+                                InstallError::BackupMissing {
+                                    path: self.host.local(path),
+                                    backup: local,
+                                },
+                            )?;
+                            (
+                                text,
+                                "the node's config".to_string(),
+                                "the node's config, as written before".to_string(),
+                                true,
+                            )
+                        }
+                    }
+                }
+                (_, Some(current)) => (
+                    String::from_utf8_lossy(&current).into_owned(),
+                    "the node's config".to_string(),
+                    "present, left as it is".to_string(),
+                    true,
+                ),
+                (_, None) => (
+                    node_config_file::default_text(),
+                    "written with defaults".to_string(),
+                    String::new(),
+                    false,
+                ),
+            },
+        };
+        let rendered = match node_config_file::with_runc_options(&base, path, handler) {
+            Ok(rendered) => rendered,
+            // The node's own file, broken: left for the operator (doctor names the fault), since
+            // nixlet has no better file to put there.
+            Err(error) if nodes_own => {
+                self.report.push(
+                    path,
+                    Outcome::Kept(format!(
+                        "{error}: the runc options of containerd's handler `{}` were not added",
+                        handler.name
+                    )),
+                );
+                return Ok(());
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let copied = if rendered.added.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", with {} from containerd's runc handler `{}`",
+                rendered.added.join(", "),
+                handler.name
+            )
+        };
+        self.put(
+            path,
+            rendered.text.as_bytes(),
+            FileRole::NodeConfig,
+            ConfigEdit::default(),
+            &format!("{changed}{copied}"),
+            &format!("{unchanged}{copied}"),
+        )?;
+        if let Some(note) = &handler.note {
+            self.report.push(path, Outcome::Note(note.clone()));
+        }
+        for left_out in &handler.left_out {
+            self.report.push(
+                path,
+                Outcome::Note(format!("runc option left out: {left_out}")),
+            );
+        }
         Ok(())
     }
 

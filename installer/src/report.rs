@@ -16,6 +16,8 @@ pub enum Outcome {
     Unchanged(String),
     /// Left as it is although the operation would normally change it; the text says why.
     Kept(String),
+    /// Something the operator should know that changes nothing (a runc option not carried).
+    Note(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -30,6 +32,8 @@ pub enum RestartOutcome {
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Report {
+    /// The containerd that reads the config, and how it was learnt (install only).
+    pub containerd: Option<String>,
     pub steps: Vec<Step>,
     pub restart: RestartOutcome,
 }
@@ -58,6 +62,9 @@ impl Report {
             Outcome::Kept(why) => {
                 tracing::warn!(path = %step.path.display(), why = %why, "kept")
             }
+            Outcome::Note(what) => {
+                tracing::info!(path = %step.path.display(), what = %what, "note")
+            }
         }
         self.steps.push(step);
     }
@@ -65,11 +72,15 @@ impl Report {
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(containerd) = &self.containerd {
+            writeln!(f, "containerd {containerd}")?;
+        }
         for step in &self.steps {
             let (word, text) = match &step.outcome {
                 Outcome::Changed(text) => ("changed", text),
                 Outcome::Unchanged(text) => ("unchanged", text),
                 Outcome::Kept(text) => ("kept", text),
+                Outcome::Note(text) => ("note", text),
             };
             writeln!(f, "{word:<9} {}: {text}", step.path.display())?;
         }

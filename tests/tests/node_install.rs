@@ -1,9 +1,14 @@
 //! `nixlet node install` end to end, as the DaemonSet runs it against the host mounted at
-//! `--host-root`: a temporary host root holding a node's containerd config (schema 2, as
-//! containerd 1.6 reads it) with only the runc handler; the real `nixlet` binary installs into
-//! it; a private containerd then starts from the edited config, finds the installed shim on its
-//! PATH (the host root's /usr/local/bin) and runs a nixlet pod through CRI with handler
-//! `nixlet`. `nixlet node uninstall` must then give the host root back exactly as it was.
+//! `--host-root`: a temporary host root holding a node's containerd config with only the runc
+//! handler (schema 2 for containerd 1.x, schema 3 for 2.x, as the release under test reads it;
+//! see `containerd_version`), and that containerd running from it. The real `nixlet` binary asks
+//! the running containerd for its release on the socket its config names (found below the host
+//! root, as from the pod), adds the runtime in that release's schema and copies the runc
+//! handler's options into the node config. A private containerd then starts from the edited
+//! config, finds the installed shim on its PATH (the host root's /usr/local/bin) and runs a
+//! nixlet pod through CRI with handler `nixlet`, whose runc state lies under the runc root the
+//! node config got from containerd's runc handler. `nixlet node uninstall` must then give the
+//! host root back exactly as it was.
 
 use std::cell::OnceCell;
 use std::collections::BTreeMap;
@@ -13,8 +18,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, ensure, Context, Result};
-use nixlet_e2e::containerd::LaunchSpec;
-use nixlet_e2e::containerd_config::NIXLET_HANDLER;
+use nixlet_e2e::containerd::{Containerd, LaunchSpec};
+use nixlet_e2e::containerd_config::{ContainerdPaths, NIXLET_HANDLER};
+use nixlet_e2e::containerd_version;
 use nixlet_e2e::cri::ContainerSpec;
 use nixlet_e2e::images::EMPTY_IMAGE;
 use nixlet_e2e::nix_fixture::expected_hello_output;
@@ -28,6 +34,7 @@ const TAG: &str = "node-install";
 
 /// Host paths, as `nixlet node install` writes them.
 const CONTAINERD_CONFIG: &str = "etc/containerd/config.toml";
+const CONTAINERD_DROP_IN: &str = "etc/containerd/conf.d/nixlet.toml";
 const BINARY_DIR: &str = "usr/local/bin";
 const NODE_CONFIG: &str = "etc/nixlet/config.toml";
 
@@ -40,6 +47,8 @@ struct Installed {
     before: BTreeMap<PathBuf, Vec<u8>>,
     /// Touched by `--restart-command` instead of restarting a system containerd.
     restart_marker: PathBuf,
+    /// The private containerd's paths: its runc handler's `Root` is what nixlet must get.
+    paths: ContainerdPaths,
 }
 
 #[test]
@@ -56,13 +65,19 @@ fn installed_node_runs_a_nixlet_pod_and_uninstall_restores_it() {
     );
 }
 
-/// Builds the host root, installs into it twice (the second run must change nothing), and says
-/// how to start containerd as the host's systemd unit would after the restart.
+/// Builds the host root, starts containerd from it as the node runs it before nixlet, installs
+/// into it twice (the second run must change nothing), stops that containerd and says how to
+/// start it again as the host's systemd unit would after the restart.
 fn install(pre: &Prelaunch<'_>, installed: &OnceCell<Installed>) -> Result<LaunchSpec> {
     let host_root = pre.scratch.join("host");
     let config = host_root.join(CONTAINERD_CONFIG);
     fs::create_dir_all(config.parent().expect("config has a parent"))?;
     fs::write(&config, &pre.config_without_nixlet)?;
+    // The config names the private containerd's socket; from the host root it is found where a
+    // pod finds the node's: below the root, at the same path.
+    let socket_below_root = host_root.join(pre.paths.address.strip_prefix("/")?);
+    fs::create_dir_all(socket_below_root.parent().context("socket has a parent")?)?;
+    std::os::unix::fs::symlink(&pre.paths.address, &socket_below_root)?;
     let before = snapshot(&host_root)?;
 
     let release_dir = pre.scratch.join("release");
@@ -80,24 +95,64 @@ fn install(pre: &Prelaunch<'_>, installed: &OnceCell<Installed>) -> Result<Launc
         release_dir,
         before,
         restart_marker,
+        paths: pre.paths.clone(),
     });
 
+    let mut paths = pre.paths.clone();
+    paths.config = config.clone();
+    let launch = LaunchSpec {
+        paths,
+        shim_dir: host_root.join(BINARY_DIR),
+        nixlet_config: host_root.join(NODE_CONFIG),
+    };
+    let mut running = Containerd::start_configured(launch.clone())?;
+
+    let version = containerd_version::installed()?;
     let node_config = pre.nixlet_config.display().to_string();
     let first = installed.node(&["install", "--node-config", &node_config])?;
-    eprintln!("first install:\n{first}");
+    eprintln!("first install on containerd {version}:\n{first}");
+    ensure!(
+        first.starts_with(&format!(
+            "containerd {version} (answered at {}): ",
+            pre.paths.address.display()
+        )),
+        "install did not ask the running containerd for its release: {first}"
+    );
     ensure!(
         installed.restart_marker.exists(),
         "install changed containerd's config but did not restart containerd: {first}"
     );
     let edited = fs::read_to_string(&config)?;
-    ensure!(
-        edited.contains("runtimes.nixlet]") && edited.contains("io.containerd.nixlet.v2"),
-        "install did not add the nixlet runtime to {}:\n{edited}",
-        config.display()
+    if version.uses_schema_3() {
+        let drop_in = fs::read_to_string(host_root.join(CONTAINERD_DROP_IN))
+            .context("install wrote no schema 3 drop-in")?;
+        ensure!(
+            edited.contains("imports = [\"conf.d/nixlet.toml\"]")
+                && drop_in.starts_with("# Written by `nixlet node install`")
+                && drop_in.contains("\nversion = 3\n")
+                && drop_in.contains(
+                    "[plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.nixlet]"
+                ),
+            "install did not add the nixlet runtime for containerd {version}:\n{edited}\n{drop_in}"
+        );
+    } else {
+        ensure!(
+            edited.contains("[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.nixlet]")
+                && edited.contains("io.containerd.nixlet.v2"),
+            "install did not add the nixlet runtime to {}:\n{edited}",
+            config.display()
+        );
+    }
+    // The --node-config file, plus the runc handler's Root (the harness sets no runc option).
+    let written = fs::read_to_string(host_root.join(NODE_CONFIG))?;
+    let configmap = fs::read_to_string(pre.nixlet_config)?;
+    let copied = format!(
+        "[runtime.runc_options]\nRoot = \"{}\"\n",
+        pre.paths.runc_root.display()
     );
     ensure!(
-        fs::read(host_root.join(NODE_CONFIG))? == fs::read(pre.nixlet_config)?,
-        "the installed node config differs from --node-config"
+        written.starts_with(&configmap) && written.ends_with(&copied),
+        "the installed node config is not --node-config plus {copied:?}:\n{written}"
     );
     for name in [CLI_BINARY, SHIM_BINARY] {
         let path = host_root.join(BINARY_DIR).join(name);
@@ -119,13 +174,12 @@ fn install(pre: &Prelaunch<'_>, installed: &OnceCell<Installed>) -> Result<Launc
         "a second install restarted containerd though nothing changed"
     );
 
-    let mut paths = pre.paths.clone();
-    paths.config = config;
-    Ok(LaunchSpec {
-        paths,
-        shim_dir: host_root.join(BINARY_DIR),
-        nixlet_config: host_root.join(NODE_CONFIG),
-    })
+    // The "restart": this containerd stops, the harness starts it from the edited config.
+    running.kill(
+        nix::sys::signal::Signal::SIGTERM,
+        std::time::Duration::from_secs(10),
+    );
+    Ok(launch)
 }
 
 /// A nixlet pod on the installed node: the environment's program runs on the empty image, and
@@ -147,6 +201,14 @@ fn run_pod(node: &TestNode, installed: &Installed) -> Result<()> {
     let (code, out) = cri.run_to_exit(&pod, &hello)?;
     ensure!(code == 0, "hello exited with {code}; stdout: {out}");
     ensure!(out == expected_hello_output(TAG), "hello printed {out:?}");
+    // The runc option install copied reached the runc shim: the sandbox runc runs for nixlet's
+    // handler keeps its state under containerd's runc handler's Root, not runc's default.
+    let sandbox_state = installed.paths.runc_root.join("k8s.io").join(&pod.id);
+    ensure!(
+        sandbox_state.join("state.json").is_file(),
+        "no runc state at {}: the copied Root did not reach the runc shim",
+        sandbox_state.display()
+    );
 
     let installed_shim = installed.host_root.join(BINARY_DIR).join(SHIM_BINARY);
     let address = node.containerd_address().display().to_string();
@@ -227,7 +289,11 @@ fn snapshot(root: &Path) -> Result<BTreeMap<PathBuf, Vec<u8>>> {
         for entry in fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
             let path = entry?.path();
             let relative = path.strip_prefix(root)?.to_path_buf();
-            if path.is_dir() && !path.is_symlink() {
+            if path.is_symlink() {
+                // The link to containerd's socket: its target is its content.
+                let target = fs::read_link(&path)?;
+                files.insert(relative, target.into_os_string().into_encoded_bytes());
+            } else if path.is_dir() {
                 files.insert(relative.join(""), Vec::new());
                 pending.push(path);
             } else {

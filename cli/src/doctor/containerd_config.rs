@@ -3,16 +3,16 @@
 //! (schemas, `imports`) and nothing is written.
 //!
 //! Which table counts follows containerd's merge of `imports` (see the installer's
-//! `containerd_plan`): schema 2 (containerd 1.x) uses the CRI plugin table of the last file in
-//! load order that sets it, whole; schema 3 (containerd 2.x) merges key by key, later files
-//! winning.
+//! `containerd_plan`), decided by the running release when doctor knows it, else guessed from
+//! the schema: containerd 1.x (schema 2) uses the CRI plugin table of the last file in load
+//! order that sets it, whole; 2.x merges key by key, later files winning.
 
-use std::collections::{HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 
+use nixlet_installer::containerd_imports::{self, RelativeGlobs};
 use nixlet_installer::containerd_schema::{self, Detected, Schema};
 use nixlet_installer::names::{ANNOTATION_PATTERNS, RUNTIME_NAME, RUNTIME_TYPE};
-use nixlet_installer::{containerd_imports, managed_file, HostRoot};
+use nixlet_installer::{managed_file, ContainerdVersion, HostRoot};
 use toml_edit::{DocumentMut, Item};
 
 use super::report::Report;
@@ -39,8 +39,13 @@ struct RuntimeSettings {
     container_annotations: Option<Setting<Vec<String>>>,
 }
 
-pub fn check(report: &mut Report, host: &HostRoot, main: &Path) {
-    match effective_runtime(host, main) {
+pub fn check(
+    report: &mut Report,
+    host: &HostRoot,
+    main: &Path,
+    version: Option<&ContainerdVersion>,
+) {
+    match effective_runtime(host, main, version) {
         Ok(Lookup::Found(settings)) => judge(report, main, &settings),
         Ok(Lookup::Missing { shadowed_in }) => {
             let message = match shadowed_in {
@@ -161,47 +166,31 @@ enum Lookup {
     NoFile,
 }
 
-fn effective_runtime(host: &HostRoot, main: &Path) -> Result<Lookup, String> {
-    let read = |path: &Path| -> Result<Option<DocumentMut>, String> {
-        match managed_file::read_text_optional(&host.local(path)).map_err(|e| e.to_string())? {
-            Some(text) => containerd_schema::parse(&text, path)
-                .map(Some)
-                .map_err(|e| e.to_string()),
-            None => Ok(None),
-        }
-    };
-    let Some(main_doc) = read(main)? else {
+fn effective_runtime(
+    host: &HostRoot,
+    main: &Path,
+    version: Option<&ContainerdVersion>,
+) -> Result<Lookup, String> {
+    let Some(text) =
+        managed_file::read_text_optional(&host.local(main)).map_err(|e| e.to_string())?
+    else {
         return Ok(Lookup::NoFile);
     };
+    let main_doc = containerd_schema::parse(&text, main).map_err(|e| e.to_string())?;
     let schema = match containerd_schema::detect(&main_doc, main).map_err(|e| e.to_string())? {
         Detected::Blank => return Ok(Lookup::Missing { shadowed_in: None }),
         Detected::Schema(schema) => schema,
     };
-
-    // Every file in containerd's load order: breadth-first from the main file, each once.
-    let mut files: Vec<(PathBuf, DocumentMut)> = Vec::new();
-    let mut seen = HashSet::new();
-    let mut pending = VecDeque::from([(main.to_path_buf(), Some(main_doc))]);
-    while let Some((path, doc)) = pending.pop_front() {
-        if !seen.insert(path.clone()) {
-            continue;
-        }
-        let doc = match doc {
-            Some(doc) => doc,
-            None => match read(&path)? {
-                Some(doc) => doc,
-                None => continue,
-            },
-        };
-        for entry in containerd_imports::entries(&doc, &path).map_err(|e| e.to_string())? {
-            for import in containerd_imports::expand(host, &entry, &path, schema)
-                .map_err(|e| e.to_string())?
-            {
-                pending.push_back((import, None));
-            }
-        }
-        files.push((path, doc));
-    }
+    // A release that cannot read the file is not the one it is meant for (the version check
+    // reports that); judge the file by its schema then.
+    let (globs, merges) = match version.filter(|version| version.reads(schema)) {
+        Some(version) => (RelativeGlobs::of(version), version.merges_plugin_tables()),
+        // Without the release, a schema 2 file is taken to be read by containerd 1.6.
+        None if schema == Schema::V2 => (RelativeGlobs::FromWorkingDirectory, false),
+        None => (RelativeGlobs::FromImportingFile, true),
+    };
+    let files =
+        containerd_imports::load_order(host, main, main_doc, globs).map_err(|e| e.to_string())?;
 
     let table_path = schema.runtime_table_path();
     let runtime_in = |doc: &DocumentMut| -> Option<Item> {
@@ -211,44 +200,40 @@ fn effective_runtime(host: &HostRoot, main: &Path) -> Result<Lookup, String> {
         }
         Some(item.clone())
     };
-    match schema {
-        Schema::V2 => {
-            let plugin = schema.cri_runtime_plugin();
-            let effective = files
-                .iter()
-                .rev()
-                .find(|(_, doc)| containerd_schema::defines_plugin(doc, plugin))
-                .unwrap_or(&files[0]);
-            match runtime_in(&effective.1) {
-                Some(table) => Ok(Lookup::Found(settings_of(
-                    &table,
-                    &effective.0,
-                    RuntimeSettings::default(),
-                ))),
-                None => Ok(Lookup::Missing {
-                    shadowed_in: files
-                        .iter()
-                        .find(|(_, doc)| runtime_in(doc).is_some())
-                        .map(|(path, _)| (path.clone(), effective.0.clone())),
-                }),
-            }
-        }
-        Schema::V3 => {
-            let mut settings = RuntimeSettings::default();
-            let mut any = false;
-            for (path, doc) in &files {
-                if let Some(table) = runtime_in(doc) {
-                    any = true;
-                    settings = settings_of(&table, path, settings);
-                }
-            }
-            Ok(if any {
-                Lookup::Found(settings)
-            } else {
-                Lookup::Missing { shadowed_in: None }
-            })
+    if !merges {
+        let plugin = schema.cri_runtime_plugin();
+        let effective = files
+            .iter()
+            .rev()
+            .find(|(_, doc)| containerd_schema::defines_plugin(doc, plugin))
+            .unwrap_or(&files[0]);
+        return Ok(match runtime_in(&effective.1) {
+            Some(table) => Lookup::Found(settings_of(
+                &table,
+                &effective.0,
+                RuntimeSettings::default(),
+            )),
+            None => Lookup::Missing {
+                shadowed_in: files
+                    .iter()
+                    .find(|(_, doc)| runtime_in(doc).is_some())
+                    .map(|(path, _)| (path.clone(), effective.0.clone())),
+            },
+        });
+    }
+    let mut settings = RuntimeSettings::default();
+    let mut any = false;
+    for (path, doc) in &files {
+        if let Some(table) = runtime_in(doc) {
+            any = true;
+            settings = settings_of(&table, path, settings);
         }
     }
+    Ok(if any {
+        Lookup::Found(settings)
+    } else {
+        Lookup::Missing { shadowed_in: None }
+    })
 }
 
 /// `earlier` with the keys `table` sets replaced.

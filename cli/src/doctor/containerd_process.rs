@@ -1,7 +1,7 @@
 //! The running containerd that reads the config being checked, found through `<root>/proc`
 //! (`/host/proc` in the DaemonSet's pod, which runs with `hostPID`): its `PATH` is where it
 //! looks for shims, and the shims inherit it to find `containerd-shim-runc-v2` and the OCI
-//! runtime.
+//! runtime. Its command line also names the socket it serves, where doctor asks its version.
 
 use std::path::{Path, PathBuf};
 
@@ -19,8 +19,16 @@ pub struct ContainerdProcess {
     pub pid: u32,
     /// Its `PATH`; `None` when its environment has none (or could not be read).
     pub path: Option<String>,
-    /// Directory of its executable: containerd also looks for a shim there.
-    pub exe_dir: Option<PathBuf>,
+    /// Its executable (host path): containerd also looks for a shim in its directory.
+    pub exe: Option<PathBuf>,
+    /// The gRPC socket set by `--address`/`-a` on its command line.
+    pub address: Option<PathBuf>,
+}
+
+impl ContainerdProcess {
+    pub fn exe_dir(&self) -> Option<PathBuf> {
+        self.exe.as_ref()?.parent().map(Path::to_path_buf)
+    }
 }
 
 /// The containerd process whose config file is `config` (a host path), if one runs.
@@ -44,33 +52,48 @@ pub fn find(host: &HostRoot, config: &Path) -> Option<ContainerdProcess> {
         let path = std::fs::read(dir.join("environ"))
             .ok()
             .and_then(|environ| path_of(&environ));
-        let exe_dir = std::fs::read_link(dir.join("exe"))
-            .ok()
-            .and_then(|exe| exe.parent().map(Path::to_path_buf));
-        Some(ContainerdProcess { pid, path, exe_dir })
+        // The kernel appends " (deleted)" when the binary was replaced since it started.
+        let exe = std::fs::read_link(dir.join("exe")).ok().map(|exe| {
+            let text = exe.to_string_lossy();
+            PathBuf::from(text.strip_suffix(" (deleted)").unwrap_or(&text))
+        });
+        Some(ContainerdProcess {
+            pid,
+            path,
+            exe,
+            address: flag_value(&cmdline, &["--address", "-address", "-a", "--a"])
+                .map(PathBuf::from),
+        })
     })
 }
 
 /// The `--config`/`-c` argument of a NUL-separated command line, or containerd's default.
 fn config_of(cmdline: &[u8]) -> PathBuf {
+    flag_value(cmdline, &["--config", "-config", "-c", "--c"])
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONTAINERD_CONFIG))
+}
+
+/// The value of a flag in any of its spellings (`-f v`, `-f=v`), as Go's flag package reads them.
+fn flag_value(cmdline: &[u8], spellings: &[&str]) -> Option<String> {
     let args: Vec<String> = cmdline
         .split(|b| *b == 0)
         .map(|arg| String::from_utf8_lossy(arg).into_owned())
         .collect();
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
-        for flag in ["--config", "-config", "-c", "--c"] {
+        for flag in spellings {
             if arg == flag {
                 if let Some(value) = iter.clone().next() {
-                    return PathBuf::from(value);
+                    return Some(value.clone());
                 }
             }
             if let Some(value) = arg.strip_prefix(&format!("{flag}=")) {
-                return PathBuf::from(value);
+                return Some(value.to_string());
             }
         }
     }
-    PathBuf::from(DEFAULT_CONTAINERD_CONFIG)
+    None
 }
 
 /// `PATH` from a NUL-separated environment block.
@@ -102,6 +125,14 @@ mod tests {
         assert_eq!(
             config_of(b"containerd\0--config=/y.toml\0"),
             Path::new("/y.toml")
+        );
+        assert_eq!(
+            flag_value(
+                b"containerd\0-c\0/x.toml\0--address\0/run/k3s/containerd.sock\0",
+                &["--address", "-a"]
+            )
+            .as_deref(),
+            Some("/run/k3s/containerd.sock")
         );
     }
 
@@ -137,7 +168,11 @@ mod tests {
             b"/usr/bin/containerd\0",
             b"PATH=/usr/local/bin:/usr/bin\0",
         );
-        std::os::unix::fs::symlink("/usr/bin/containerd", root.path().join("proc/30/exe")).unwrap();
+        std::os::unix::fs::symlink(
+            "/usr/bin/containerd (deleted)",
+            root.path().join("proc/30/exe"),
+        )
+        .unwrap();
         let host = HostRoot::new(root.path());
         let found = find(&host, Path::new(DEFAULT_CONTAINERD_CONFIG)).unwrap();
         assert_eq!(
@@ -145,7 +180,8 @@ mod tests {
             ContainerdProcess {
                 pid: 30,
                 path: Some("/usr/local/bin:/usr/bin".into()),
-                exe_dir: Some("/usr/bin".into()),
+                exe: Some("/usr/bin/containerd".into()),
+                address: None,
             }
         );
         assert_eq!(find(&host, Path::new("/tmp/other.toml")).unwrap().pid, 20);

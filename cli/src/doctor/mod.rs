@@ -5,6 +5,7 @@
 mod binaries;
 mod containerd_config;
 mod containerd_process;
+mod containerd_version;
 mod report;
 mod sources;
 mod store;
@@ -20,7 +21,7 @@ use nixlet_config::NodeConfig;
 use nixlet_installer::HostRoot;
 
 use binaries::SearchPath;
-use containerd_process::{DEFAULT_CONTAINERD_CONFIG, DEFAULT_SERVICE_PATH};
+use containerd_process::{ContainerdProcess, DEFAULT_CONTAINERD_CONFIG, DEFAULT_SERVICE_PATH};
 use report::Report;
 
 #[derive(Args)]
@@ -50,8 +51,18 @@ pub fn run(args: DoctorArgs) -> Result<()> {
     let mut report = Report::default();
 
     let config = load_node_config(&mut report, &host, &config_path);
-    containerd_config::check(&mut report, &host, &args.containerd_config);
-    let search = search_path(&mut report, &host, &args.containerd_config);
+    let process = containerd_process::find(&host, &args.containerd_config);
+    // The release decides how containerd merges the config's imports, so it is learnt first
+    // and reported after the process it belongs to.
+    let version = containerd_version::find(&host, &args.containerd_config, process.as_ref());
+    containerd_config::check(
+        &mut report,
+        &host,
+        &args.containerd_config,
+        version.as_ref().ok().map(|found| &found.version),
+    );
+    let search = search_path(&mut report, &host, process, &args.containerd_config);
+    containerd_version::check(&mut report, &host, &args.containerd_config, &version);
     binaries::check(&mut report, &host, &search, &config);
     store::check_store(
         &mut report,
@@ -127,18 +138,20 @@ fn load_node_config(report: &mut Report, host: &HostRoot, path: &std::path::Path
 fn search_path(
     report: &mut Report,
     host: &HostRoot,
+    process: Option<ContainerdProcess>,
     containerd_config: &std::path::Path,
 ) -> SearchPath {
     const CHECK: &str = "containerd process";
-    match containerd_process::find(host, containerd_config) {
+    match process {
         Some(process) => {
             let described = format!("the PATH of containerd (pid {})", process.pid);
+            let exe_dir = process.exe_dir();
             match process.path {
                 Some(path) => {
                     report.ok(CHECK, format!("pid {} runs with PATH={path}", process.pid));
                     SearchPath {
                         path,
-                        exe_dir: process.exe_dir,
+                        exe_dir,
                         described,
                     }
                 }
@@ -155,7 +168,7 @@ fn search_path(
                     );
                     SearchPath {
                         path: String::new(),
-                        exe_dir: process.exe_dir,
+                        exe_dir,
                         described,
                     }
                 }

@@ -3,13 +3,17 @@
 
 #![allow(dead_code)] // each test file uses a different part
 
+pub mod containerd_daemon;
+
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use nixlet_installer::{ContainerdRestarter, InstallOptions, Report, RestartError};
+use nixlet_installer::{
+    ContainerdRestarter, ContainerdVersion, InstallOptions, Report, RestartError, RunningContainerd,
+};
 
 pub const SHIM_BYTES: &[u8] = b"#!/bin/sh\n# stands in for containerd-shim-nixlet-v2\n";
 pub const CLI_BYTES: &[u8] = b"#!/bin/sh\n# stands in for nixlet\n";
@@ -39,12 +43,20 @@ pub struct Node {
     pub root: tempfile::TempDir,
     pub source: tempfile::TempDir,
     pub restarter: CountingRestarter,
+    /// The containerd release install is told reads the config (as `--containerd-version`).
+    pub containerd: ContainerdVersion,
 }
 
 impl Node {
     /// A node whose file system starts as `fixtures/<case>/before` (nothing when absent).
     pub fn from_fixture(case: &str) -> Node {
-        let node = Node::empty();
+        Node::from_fixture_on(case, "1.6.20")
+    }
+
+    /// A fixture node whose containerd is release `containerd` (e.g. `2.1.9`).
+    pub fn from_fixture_on(case: &str, containerd: &str) -> Node {
+        let mut node = Node::empty();
+        node.containerd = ContainerdVersion::parse(containerd).unwrap();
         let before = fixtures().join(case).join("before");
         if before.exists() {
             copy_tree(&before, node.root.path());
@@ -65,6 +77,7 @@ impl Node {
             root,
             source,
             restarter: CountingRestarter::default(),
+            containerd: ContainerdVersion::parse("1.6.20").unwrap(),
         }
     }
 
@@ -83,6 +96,7 @@ impl Node {
             binary_dir: "/usr/local/bin".into(),
             source_dir: self.source.path().to_path_buf(),
             node_config: None,
+            containerd: RunningContainerd::Given(self.containerd.clone()),
         }
     }
 
