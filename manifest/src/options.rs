@@ -8,6 +8,7 @@
 
 use toml::Value;
 
+use crate::activate_mode::ActivateMode;
 use crate::manifest::ManifestError;
 use crate::toml_read::{as_table, check_keys, join_key, read_bool, read_string, read_string_array};
 
@@ -16,15 +17,13 @@ const ALLOW_KEYS: [&str; 3] = ["unfree", "broken", "licenses"];
 /// `prefer-pre-releases` is the Flox 1.0 spelling of `allow-pre-releases`.
 const SEMVER_KEYS: [&str; 2] = ["allow-pre-releases", "prefer-pre-releases"];
 const ACTIVATE_KEYS: [&str; 1] = ["mode"];
-/// The modes of `options.activate.mode`; Flox's default is "dev".
-pub const ACTIVATE_MODES: [&str; 2] = ["dev", "run"];
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Options {
     /// The systems the environment is locked for; `None` means Flox's defaults.
     pub systems: Option<Vec<String>>,
-    /// `"dev"` or `"run"` when the manifest sets it.
-    pub activate_mode: Option<String>,
+    /// `options.activate.mode`, when the manifest sets it.
+    pub activate_mode: Option<ActivateMode>,
 }
 
 impl Options {
@@ -71,13 +70,13 @@ impl Options {
                     if let Some(mode) = activate.get("mode") {
                         let mode_key = join_key(&key, "mode");
                         let mode = read_string(&mode_key, mode)?;
-                        if !ACTIVATE_MODES.contains(&mode.as_str()) {
-                            return Err(ManifestError::InvalidActivateMode {
-                                key: mode_key,
-                                found: mode,
-                            });
-                        }
-                        options.activate_mode = Some(mode);
+                        let parsed =
+                            mode.parse()
+                                .map_err(|()| ManifestError::InvalidActivateMode {
+                                    key: mode_key,
+                                    found: mode.clone(),
+                                })?;
+                        options.activate_mode = Some(parsed);
                     }
                 }
             }
@@ -127,7 +126,7 @@ mod tests {
             options,
             Options {
                 systems: Some(vec!["x86_64-linux".into(), "aarch64-darwin".into()]),
-                activate_mode: Some("run".into()),
+                activate_mode: Some(ActivateMode::Run),
             }
         );
         assert!(options.supports("x86_64-linux"));
@@ -149,12 +148,8 @@ mod tests {
     #[test]
     fn activate_mode_is_dev_or_run() {
         assert_eq!(
-            options("activate.mode = \"dev\"")
-                .unwrap()
-                .0
-                .activate_mode
-                .as_deref(),
-            Some("dev")
+            options("activate.mode = \"dev\"").unwrap().0.activate_mode,
+            Some(ActivateMode::Dev)
         );
         assert_eq!(
             error_of("activate.mode = \"prod\""),

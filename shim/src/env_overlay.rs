@@ -156,6 +156,8 @@ mod tests {
             profile: Profile::default(),
             containerize: ContainerizeConfig::default(),
             activate_mode: None,
+            included: vec![],
+            warnings: vec![],
             manifest_lock: None,
             lock_digest: None,
         }

@@ -101,6 +101,9 @@ pub async fn prepare_bundle(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "environment resolved"
     );
+    for warning in &env.warnings {
+        tracing::warn!(container = %container.id, pod = %report.pod, environment = %env.display_name(), %warning, "environment");
+    }
     let roots = env.store_paths();
 
     if !config.substituters.is_empty() {
