@@ -249,11 +249,11 @@ fn read_outputs(key: &str, value: &Value) -> Result<SelectedOutputs, ManifestErr
 /// Install ids follow Nix attribute-name rules, `[A-Za-z_][A-Za-z0-9_'-]*`, because Flox uses
 /// them as attribute names when it builds the environment.
 pub fn is_valid_install_id(id: &str) -> bool {
-    let mut chars = id.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '\''))
+    // Flox's `[install]` is a map from any string (flox repo,
+    // cli/flox-manifest/src/parsed/v1_10_0/mod.rs, `Install`), and the CLI itself writes ids
+    // such as "flox/flox-mcp-server" for custom catalogs; only what cannot be shown on one
+    // log line is refused.
+    !id.is_empty() && !id.chars().any(char::is_control)
 }
 
 #[cfg(test)]
@@ -348,17 +348,24 @@ mod tests {
     }
 
     #[test]
-    fn install_ids_follow_nix_attribute_names() {
-        for good in ["hello", "_x", "nodejs_20", "python3-pip", "ghc'"] {
+    fn install_ids_are_any_string_flox_writes() {
+        for good in [
+            "hello",
+            "nodejs_20",
+            "ghc'",
+            "1password",
+            "python313Packages.anthropic",
+            "flox/flox-mcp-server",
+            "a b",
+        ] {
             assert!(is_valid_install_id(good), "{good:?}");
         }
-        for bad in ["", "1password", "-x", "a.b", "a b", "'x"] {
+        for bad in ["", "a\nb", "\t"] {
             assert!(!is_valid_install_id(bad), "{bad:?}");
         }
         assert_eq!(
-            error_of("my pkg", "{ pkg-path = \"hello\" }"),
-            "install id \"my pkg\" must start with A-Z a-z or _ and continue with A-Z a-z 0-9 _ \
-             - or '"
+            error_of("my\npkg", "{ pkg-path = \"hello\" }"),
+            "install id \"my\\npkg\" must not be empty nor hold control characters"
         );
     }
 

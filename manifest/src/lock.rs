@@ -305,8 +305,9 @@ mod tests {
         assert_eq!(
             error_of(composed),
             "\"compose.composer\": \"schema-version\" \"9.0.0\" is not supported; nixlet reads \
-             `version = 1` and \"schema-version\" 1.10.0, 1.11.0, 1.12.0, 1.13.0, 1.14.0, 1.15.0 \
-             (a newer flox wrote this manifest: write it with an older schema, or upgrade nixlet)"
+             `version = 1` and \"schema-version\" 1.10.0, 1.11.0, 1.12.0, 1.13.0, 1.14.0, 1.15.0, \
+             1.16.0, 1.17.0, 1.18.0, 1.19.0 (a newer flox wrote this manifest: write it with an \
+             older schema, or upgrade nixlet)"
         );
         assert_eq!(
             error_of(json!({ "lockfile-version": "1" })),

@@ -11,7 +11,12 @@
 //!   install ids;
 //! - any other difference (a changed version constraint, a new variable, formatting Flox
 //!   normalises): the lock is still a complete environment, so it runs, with a warning that
-//!   names the first differing key.
+//!   names the first differing key. When Flox migrated the manifest to a newer schema as it
+//!   locked (a `version = 1` manifest.toml beside a `schema-version` lock), the version keys
+//!   and the `outputs` the migration adds are not compared (flox repo,
+//!   `cli/flox-manifest/src/migrate/v1_to_v1_10_0.rs`).
+
+use serde_json::Value;
 
 use crate::lock::Lockfile;
 use crate::manifest::Manifest;
@@ -57,21 +62,41 @@ pub(crate) fn check_freshness(
             install_ids: missing,
         });
     }
-    Ok(
-        first_difference(&manifest.json, &locked.json).map(|difference| {
-            let key = if difference.key.is_empty() {
-                "(the whole manifest)".to_string()
-            } else {
-                difference.key
-            };
-            format!(
-                "manifest.toml differs from the manifest manifest.lock was made from at {key:?} \
+    let migrated = manifest.schema != locked.schema;
+    let (ours, theirs) = (
+        comparable(&manifest.json, migrated),
+        comparable(&locked.json, migrated),
+    );
+    Ok(first_difference(&ours, &theirs).map(|difference| {
+        let key = if difference.key.is_empty() {
+            "(the whole manifest)".to_string()
+        } else {
+            difference.key
+        };
+        format!(
+            "manifest.toml differs from the manifest manifest.lock was made from at {key:?} \
                  ({} in manifest.toml, {} in the lock); nixlet runs what was locked",
-                describe(&difference.left),
-                describe(&difference.right)
-            )
-        }),
-    )
+            describe(&difference.left),
+            describe(&difference.right)
+        )
+    }))
+}
+
+/// `json`, without what a schema migration changes when `migrated`.
+fn comparable(json: &Value, migrated: bool) -> Value {
+    let mut json = json.clone();
+    if migrated {
+        if let Some(top) = json.as_object_mut() {
+            top.remove("version");
+            top.remove("schema-version");
+        }
+        if let Some(install) = json.get_mut("install").and_then(Value::as_object_mut) {
+            for descriptor in install.values_mut().filter_map(Value::as_object_mut) {
+                descriptor.remove("outputs");
+            }
+        }
+    }
+    json
 }
 
 #[cfg(test)]
@@ -130,6 +155,19 @@ mod tests {
              lock is older than the manifest. Re-lock the environment with the flox CLI (`flox \
              edit`, or `flox activate` in the project directory) and publish both files again"
         );
+    }
+
+    #[test]
+    fn a_lock_flox_migrated_to_a_newer_schema_is_fresh() {
+        let toml = manifest("version = 1\n[install]\njq.pkg-path = \"jq\"");
+        let locked = lock(json!({
+            "schema-version": "1.14.0",
+            "install": { "jq": { "pkg-path": "jq", "outputs": "all" } },
+            "options": { "allow": { "licenses": [] } }
+        }));
+        assert_eq!(check_freshness(&toml, &locked), Ok(None));
+        let toml = manifest("version = 1\n[install]\njq.pkg-path = \"jq\"\njq.version = \"1\"");
+        assert!(check_freshness(&toml, &locked).unwrap().is_some());
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::vars::is_valid_var_name;
 /// Tables nixlet accepts whatever they hold and does not act on: services need a supervisor
 /// inside the container, builds happen before an environment is published, includes are
 /// already merged into the lock by Flox, and plugins are data for Flox's own extensions.
-const IGNORED_TABLES: [&str; 4] = ["services", "build", "include", "plugins"];
+const IGNORED_TABLES: [&str; 5] = ["services", "build", "include", "plugins", "pkg-groups"];
 const MINIMUM_CLI_VERSION_KEYS: [&str; 2] = ["version", "reason"];
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,9 +99,7 @@ pub enum ManifestError {
     },
     #[error("{0:?} must not be empty")]
     Empty(String),
-    #[error(
-        "install id {0:?} must start with A-Z a-z or _ and continue with A-Z a-z 0-9 _ - or '"
-    )]
+    #[error("install id {0:?} must not be empty nor hold control characters")]
     InvalidInstallId(String),
     #[error("{0:?} needs one of \"pkg-path\", \"flake\" or \"store-path\"")]
     MissingPackageSource(String),
@@ -196,7 +194,13 @@ impl Manifest {
                 "profile" => {
                     manifest.profile = Profile::from_toml(value, schema, &mut manifest.ignored)?
                 }
-                "options" => manifest.options = Options::from_toml(value, &mut manifest.ignored)?,
+                "options" => {
+                    manifest.options = Options::from_toml(value, schema, &mut manifest.ignored)?
+                }
+                // Shown by flox and FloxHub only.
+                "description" => {
+                    read_string(key, value)?;
+                }
                 "containerize" => {
                     manifest.containerize =
                         ContainerizeConfig::from_toml(value, &mut manifest.ignored)?
@@ -226,7 +230,8 @@ fn unknown_top_level_key(key: &str, schema: SchemaVersion) -> ManifestError {
     let since = [
         SchemaVersion::V1_10_0,
         SchemaVersion::V1_14_0,
-        SchemaVersion::V1_15_0,
+        SchemaVersion::V1_17_0,
+        SchemaVersion::V1_19_0,
     ]
     .into_iter()
     .find(|later| *later > schema && later.has_top_level_key(key));
@@ -513,6 +518,45 @@ mod tests {
         )
         .unwrap();
         assert_eq!(oldest.schema, SchemaVersion::V1_10_0);
+    }
+
+    #[test]
+    fn the_newest_schemas_keys_are_accepted_and_ignored() {
+        let manifest = Manifest::parse(
+            r#"
+            schema-version = "1.19.0"
+            description = "a web server"
+            [pkg-groups.tools]
+            stability = "stable"
+            [options]
+            stability = "stable"
+            activate.upgrade-notifications = false
+            activate.mode = "run"
+            [services.web]
+            command = "serve"
+            depends-on = ["db"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(manifest.schema, SchemaVersion::V1_19_0);
+        assert_eq!(
+            manifest.ignored,
+            vec![
+                "options.activate.upgrade-notifications",
+                "options.stability",
+                "pkg-groups",
+                "services"
+            ]
+        );
+        assert_eq!(
+            error_of("schema-version = \"1.18.0\"\n[options]\nstability = \"stable\""),
+            "unknown key \"options.stability\""
+        );
+        assert_eq!(
+            error_of("schema-version = \"1.16.0\"\ndescription = \"x\""),
+            "\"description\" needs \"schema-version\" 1.17.0 or later, but this manifest is \
+             \"schema-version\" 1.16.0"
+        );
     }
 
     #[test]

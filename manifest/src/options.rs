@@ -10,13 +10,12 @@ use toml::Value;
 
 use crate::activate_mode::ActivateMode;
 use crate::manifest::ManifestError;
+use crate::schema_version::SchemaVersion;
 use crate::toml_read::{as_table, check_keys, join_key, read_bool, read_string, read_string_array};
 
-const KEYS: [&str; 5] = ["systems", "allow", "semver", "cuda-detection", "activate"];
 const ALLOW_KEYS: [&str; 3] = ["unfree", "broken", "licenses"];
 /// `prefer-pre-releases` is the Flox 1.0 spelling of `allow-pre-releases`.
 const SEMVER_KEYS: [&str; 2] = ["allow-pre-releases", "prefer-pre-releases"];
-const ACTIVATE_KEYS: [&str; 1] = ["mode"];
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Options {
@@ -30,10 +29,11 @@ impl Options {
     /// Reads `[options]`, adding the keys it accepts but does not act on to `ignored`.
     pub(crate) fn from_toml(
         value: &Value,
+        schema: SchemaVersion,
         ignored: &mut Vec<String>,
     ) -> Result<Options, ManifestError> {
         let table = as_table("options", value)?;
-        check_keys("options", table, &KEYS)?;
+        check_keys("options", table, schema.options_keys())?;
         let mut options = Options::default();
         for (name, value) in table {
             let key = join_key("options", name);
@@ -64,9 +64,19 @@ impl Options {
                     read_bool(&key, value)?;
                     ignored.push(key);
                 }
+                // Which catalog stability to resolve from (1.19.0): settled when it was locked.
+                "stability" => {
+                    read_string(&key, value)?;
+                    ignored.push(key);
+                }
                 _ => {
                     let activate = as_table(&key, value)?;
-                    check_keys(&key, activate, &ACTIVATE_KEYS)?;
+                    check_keys(&key, activate, schema.activate_keys())?;
+                    // 1.18.0: whether the CLI tells about newer generations; not a container's
+                    // concern, and its value type is the CLI's to check.
+                    if activate.contains_key("upgrade-notifications") {
+                        ignored.push(join_key(&key, "upgrade-notifications"));
+                    }
                     if let Some(mode) = activate.get("mode") {
                         let mode_key = join_key(&key, "mode");
                         let mode = read_string(&mode_key, mode)?;
@@ -100,7 +110,8 @@ mod tests {
     fn options(text: &str) -> Result<(Options, Vec<String>), ManifestError> {
         let document: toml::Table = format!("[options]\n{text}").parse().unwrap();
         let mut ignored = Vec::new();
-        Options::from_toml(&document["options"], &mut ignored).map(|o| (o, ignored))
+        Options::from_toml(&document["options"], SchemaVersion::V1_19_0, &mut ignored)
+            .map(|o| (o, ignored))
     }
 
     fn error_of(text: &str) -> String {

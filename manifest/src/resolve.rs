@@ -203,14 +203,8 @@ pub fn resolve_loaded(
     let reference = loaded.reference.to_string();
     let generation = loaded.generation;
 
-    let manifest = Manifest::parse(&loaded.manifest_toml).map_err(|problem| {
-        ResolveError::InvalidManifest {
-            reference: reference.clone(),
-            generation,
-            location: loaded.manifest_location(),
-            problem: Box::new(problem),
-        }
-    })?;
+    // The lock first: a pre-1.0 environment's manifest has no version either, and the lock's
+    // error is the one that says what to do.
     let lock = loaded
         .manifest_lock
         .as_deref()
@@ -222,6 +216,14 @@ pub fn resolve_loaded(
             location: loaded.lock_location(),
             problem: Box::new(problem),
         })?;
+    let manifest = Manifest::parse(&loaded.manifest_toml).map_err(|problem| {
+        ResolveError::InvalidManifest {
+            reference: reference.clone(),
+            generation,
+            location: loaded.manifest_location(),
+            problem: Box::new(problem),
+        }
+    })?;
     let mut warnings = Vec::new();
     if let Some(lock) = &lock {
         let differs =
@@ -649,8 +651,8 @@ mod tests {
             "environment \"acme/web\" generation 4: invalid manifest \
              \"/a/acme/web/4/manifest.toml\": \"schema-version\" \"2.0.0\" is not supported; \
              nixlet reads `version = 1` and \"schema-version\" 1.10.0, 1.11.0, 1.12.0, 1.13.0, \
-             1.14.0, 1.15.0 (a newer flox wrote this manifest: write it with an older schema, or \
-             upgrade nixlet)"
+             1.14.0, 1.15.0, 1.16.0, 1.17.0, 1.18.0, 1.19.0 (a newer flox wrote this manifest: \
+             write it with an older schema, or upgrade nixlet)"
         );
     }
 

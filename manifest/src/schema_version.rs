@@ -14,6 +14,10 @@
 //! | `1.13.0` | `[profile.deactivate]`, `[build.<name>] sandbox-allow` |
 //! | `1.14.0` | `[plugins]` |
 //! | `1.15.0` | `[hook] on-deactivate` |
+//! | `1.16.0` | `[services.<name>] depends-on`, `shutdown.timeout-seconds`, `shutdown.signal` |
+//! | `1.17.0` | top-level `description` |
+//! | `1.18.0` | `options.activate.upgrade-notifications` |
+//! | `1.19.0` | `options.stability`, top-level `[pkg-groups]` |
 //!
 //! The outputs an environment installs also depend on it: see `outputs.rs`.
 
@@ -35,11 +39,17 @@ pub enum SchemaVersion {
     V1_13_0,
     V1_14_0,
     V1_15_0,
+    V1_16_0,
+    V1_17_0,
+    V1_18_0,
+    V1_19_0,
 }
 
 /// Every `schema-version` string nixlet knows, oldest first.
-pub const KNOWN_SCHEMA_VERSIONS: [&str; 6] =
-    ["1.10.0", "1.11.0", "1.12.0", "1.13.0", "1.14.0", "1.15.0"];
+pub const KNOWN_SCHEMA_VERSIONS: [&str; 10] = [
+    "1.10.0", "1.11.0", "1.12.0", "1.13.0", "1.14.0", "1.15.0", "1.16.0", "1.17.0", "1.18.0",
+    "1.19.0",
+];
 
 impl SchemaVersion {
     /// Reads `version` or `schema-version` from a manifest's top level. Checked before anything
@@ -64,6 +74,10 @@ impl SchemaVersion {
             "1.13.0" => SchemaVersion::V1_13_0,
             "1.14.0" => SchemaVersion::V1_14_0,
             "1.15.0" => SchemaVersion::V1_15_0,
+            "1.16.0" => SchemaVersion::V1_16_0,
+            "1.17.0" => SchemaVersion::V1_17_0,
+            "1.18.0" => SchemaVersion::V1_18_0,
+            "1.19.0" => SchemaVersion::V1_19_0,
             other => return Err(ManifestError::UnsupportedSchemaVersion(other.to_string())),
         })
     }
@@ -80,6 +94,8 @@ impl SchemaVersion {
             "version" => self == SchemaVersion::V1,
             "schema-version" | "minimum-cli-version" => self >= SchemaVersion::V1_10_0,
             "plugins" => self >= SchemaVersion::V1_14_0,
+            "description" => self >= SchemaVersion::V1_17_0,
+            "pkg-groups" => self >= SchemaVersion::V1_19_0,
             "install" | "vars" | "hook" | "profile" | "options" | "services" | "build"
             | "containerize" | "include" => true,
             _ => false,
@@ -104,6 +120,31 @@ impl SchemaVersion {
         }
     }
 
+    /// The keys of `[options]`.
+    pub(crate) fn options_keys(self) -> &'static [&'static str] {
+        if self >= SchemaVersion::V1_19_0 {
+            &[
+                "systems",
+                "allow",
+                "semver",
+                "cuda-detection",
+                "activate",
+                "stability",
+            ]
+        } else {
+            &["systems", "allow", "semver", "cuda-detection", "activate"]
+        }
+    }
+
+    /// The keys of `[options.activate]`.
+    pub(crate) fn activate_keys(self) -> &'static [&'static str] {
+        if self >= SchemaVersion::V1_18_0 {
+            &["mode", "upgrade-notifications"]
+        } else {
+            &["mode"]
+        }
+    }
+
     /// `minimum-cli-version` may be a table `{ version, reason }` (1.11.0 on), not only a
     /// string.
     pub(crate) fn minimum_cli_version_may_be_a_table(self) -> bool {
@@ -121,6 +162,10 @@ impl fmt::Display for SchemaVersion {
             SchemaVersion::V1_13_0 => "1.13.0",
             SchemaVersion::V1_14_0 => "1.14.0",
             SchemaVersion::V1_15_0 => "1.15.0",
+            SchemaVersion::V1_16_0 => "1.16.0",
+            SchemaVersion::V1_17_0 => "1.17.0",
+            SchemaVersion::V1_18_0 => "1.18.0",
+            SchemaVersion::V1_19_0 => "1.19.0",
         })
     }
 }
@@ -182,16 +227,17 @@ mod tests {
             Err(
                 "\"version\" 2 is not a manifest version flox writes; nixlet reads \
                  `version = 1` and \"schema-version\" 1.10.0, 1.11.0, 1.12.0, 1.13.0, 1.14.0, \
-                 1.15.0"
+                 1.15.0, 1.16.0, 1.17.0, 1.18.0, 1.19.0"
                     .to_string()
             )
         );
         assert_eq!(
-            of("schema-version = \"1.16.0\""),
+            of("schema-version = \"1.20.0\""),
             Err(
-                "\"schema-version\" \"1.16.0\" is not supported; nixlet reads `version = 1` and \
-                 \"schema-version\" 1.10.0, 1.11.0, 1.12.0, 1.13.0, 1.14.0, 1.15.0 (a newer \
-                 flox wrote this manifest: write it with an older schema, or upgrade nixlet)"
+                "\"schema-version\" \"1.20.0\" is not supported; nixlet reads `version = 1` and \
+                 \"schema-version\" 1.10.0, 1.11.0, 1.12.0, 1.13.0, 1.14.0, 1.15.0, 1.16.0, \
+                 1.17.0, 1.18.0, 1.19.0 (a newer flox wrote this manifest: write it with an older \
+                 schema, or upgrade nixlet)"
                     .to_string()
             )
         );
