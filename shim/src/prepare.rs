@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use nixlet_manifest::{
-    activate_mode, select, skips_exec, ActivateMode, EnvRef, ResolvedEnv, Selection, StorePath,
+    activate_mode, select, skips_exec, EnvRef, ResolvedEnv, Selection, StorePath,
 };
 use nixlet_store::environment_sbom::environment_sbom;
 use nixlet_store::sbom::SBOM_VIEW_PATH;
