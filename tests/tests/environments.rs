@@ -167,7 +167,9 @@ fn check_view_on_host(view: &str, pk: &EnvPackages) -> Result<()> {
     Ok(())
 }
 
-/// The per-container environment: its own view, A's tool, no MANPATH or certificates.
+/// The per-container environment: its own view, A's tool, no certificates or variables of the
+/// other environment; MANPATH and INFOPATH point into the view even though it has no manuals,
+/// as Flox's activation always sets them.
 fn check_second_environment(cri: &Cri, pod: &Pod, reference: &str, first: &str) -> Result<()> {
     let out = run_ok(cri, pod, &sh("plain-reader", TOOL_AND_ENV))?;
     let (tool, env) = tool_and_env(&out)?;
@@ -177,7 +179,11 @@ fn check_second_environment(cri: &Cri, pod: &Pod, reference: &str, first: &str) 
         is_view_of(view, reference) && view != first,
         "second container's FLOX_ENV={view}"
     );
-    for absent in ["MANPATH", "INFOPATH", "SSL_CERT_FILE", "FIRST"] {
+    assert_eq!(
+        env.get("MANPATH").map(String::as_str),
+        Some(format!("{view}/share/man:").as_str())
+    );
+    for absent in ["SSL_CERT_FILE", "FIRST"] {
         ensure!(
             !env.contains_key(absent),
             "{absent} set without reason: {env:?}"
