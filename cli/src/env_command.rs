@@ -46,7 +46,8 @@ impl EnvCommand {
                             if output.to_install {
                                 ""
                             } else {
-                                " (not installed)"
+                                // Installed, but loses file collisions (`version = 1`).
+                                " (loses collisions)"
                             },
                             output.store_path
                         );
@@ -54,6 +55,15 @@ impl EnvCommand {
                 }
                 for (name, value) in &env.vars {
                     println!("var {name}={value}");
+                }
+                for name in &env.included {
+                    println!("included {name}");
+                }
+                if let Some(mode) = env.activate_mode {
+                    println!("activate-mode {mode}");
+                }
+                for warning in &env.warnings {
+                    eprintln!("warning: {warning}");
                 }
             }
             EnvCommand::Closure { reference } => {

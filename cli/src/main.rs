@@ -48,10 +48,27 @@ enum Command {
 
 fn main() {
     if let Err(error) = run() {
-        // One readable line with the whole cause chain; no backtrace even with RUST_BACKTRACE.
-        eprintln!("nixlet: {error:#}");
+        // One readable line with the whole cause chain, each cause once (many errors embed
+        // their source's text); no backtrace even with RUST_BACKTRACE.
+        eprintln!("nixlet: {}", cause_line(&error));
         std::process::exit(1);
     }
+}
+
+/// The error and its causes joined by ": ", leaving out a cause whose text is already there.
+fn cause_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 fn run() -> Result<()> {
@@ -67,5 +84,33 @@ fn run() -> Result<()> {
         Command::Node(command) => command.run(),
         Command::Gc(command) => command.run(),
         Command::Doctor(args) => doctor::run(args),
+    }
+}
+
+#[cfg(test)]
+mod cause_line_tests {
+    use super::*;
+
+    /// An error that says its source's text and also returns it as its source.
+    #[derive(Debug)]
+    struct Embedding(std::io::Error);
+
+    impl std::fmt::Display for Embedding {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "outer: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Embedding {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn each_cause_is_printed_once() {
+        let io = std::io::Error::other("no such file");
+        let error = anyhow::Error::new(Embedding(io)).context("resolve acme/web");
+        assert_eq!(cause_line(&error), "resolve acme/web: outer: no such file");
     }
 }

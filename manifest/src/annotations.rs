@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use crate::activate_mode::ActivateMode;
 use crate::reference::{EnvRef, ReferenceError};
 
 pub const ENVIRONMENT: &str = "nixlet.dev/environment";
@@ -18,6 +19,18 @@ pub const FLOX_ENVIRONMENT: &str = "flox.dev/environment";
 pub const FLOX_ENVIRONMENT_PREFIX: &str = "flox.dev/environment.";
 /// Flox's spelling of [`SKIP_CONTAINERS`], same meaning.
 pub const FLOX_SKIP_CONTAINERS: &str = "flox.dev/skip-containers";
+/// `"a,b"`: containers whose `exec` processes are left as runc would run them (no environment
+/// variables added), while the containers themselves still run in the environment: what a
+/// GitLab runner needs to exec its job script in the build container with the image's own
+/// environment (Flox documents it for that, flox.dev/docs/k8s/examples/gitlab-ci).
+pub const SKIP_CONTAINERS_EXEC: &str = "nixlet.dev/skip-containers-exec";
+/// Flox's spelling of [`SKIP_CONTAINERS_EXEC`], same meaning.
+pub const FLOX_SKIP_CONTAINERS_EXEC: &str = "flox.dev/skip-containers-exec";
+/// `"dev"` or `"run"`: the activation mode of every container of the pod, over the manifest's
+/// `options.activate.mode`.
+pub const ACTIVATE_MODE: &str = "nixlet.dev/activate-mode";
+/// Flox's spelling of [`ACTIVATE_MODE`], same meaning.
+pub const FLOX_ACTIVATE_MODE: &str = "flox.dev/activate-mode";
 /// `"sandbox"` for the pause container, `"container"` for the others.
 pub const CRI_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
 pub const CRI_CONTAINER_TYPE_SANDBOX: &str = "sandbox";
@@ -48,12 +61,14 @@ pub enum AnnotationError {
         flox_key: String,
         flox_value: String,
     },
-    #[error("annotation {key:?}: {source}")]
+    // The reference error is part of the message, so it is not also a `source`.
+    #[error("annotation {key:?}: {problem}")]
     InvalidReference {
         key: String,
-        #[source]
-        source: ReferenceError,
+        problem: ReferenceError,
     },
+    #[error("annotation {key:?} must be \"dev\" or \"run\", not {value:?}")]
+    InvalidActivateMode { key: String, value: String },
 }
 
 /// Decides what to do with the container whose spec carries `annotations`.
@@ -90,19 +105,57 @@ pub fn select(annotations: &HashMap<String, String>) -> Result<Selection, Annota
     }
 }
 
+/// The activation mode the pod's annotations ask for, if any.
+pub fn activate_mode(
+    annotations: &HashMap<String, String>,
+) -> Result<Option<ActivateMode>, AnnotationError> {
+    let Some((key, value)) = one_of(annotations, ACTIVATE_MODE, FLOX_ACTIVATE_MODE)? else {
+        return Ok(None);
+    };
+    value
+        .trim()
+        .parse()
+        .map(Some)
+        .map_err(|()| AnnotationError::InvalidActivateMode {
+            key: key.to_string(),
+            value: value.to_string(),
+        })
+}
+
+/// Whether the container these annotations belong to is named in the skip-exec list.
+pub fn skips_exec(annotations: &HashMap<String, String>) -> Result<bool, AnnotationError> {
+    let Some(container) = annotations
+        .get(CRI_CONTAINER_NAME)
+        .filter(|name| !name.is_empty())
+    else {
+        return Ok(false);
+    };
+    Ok(
+        name_list(annotations, SKIP_CONTAINERS_EXEC, FLOX_SKIP_CONTAINERS_EXEC)?
+            .contains(container.as_str()),
+    )
+}
+
 /// The container names of the skip list, from whichever spelling is set.
 fn skip_list(annotations: &HashMap<String, String>) -> Result<BTreeSet<&str>, AnnotationError> {
-    let nixlet = annotations.get(SKIP_CONTAINERS).map(|v| parse_skip_list(v));
-    let flox = annotations
-        .get(FLOX_SKIP_CONTAINERS)
-        .map(|v| parse_skip_list(v));
+    name_list(annotations, SKIP_CONTAINERS, FLOX_SKIP_CONTAINERS)
+}
+
+/// A comma-separated list of container names under the nixlet key or its flox alias.
+fn name_list<'a>(
+    annotations: &'a HashMap<String, String>,
+    nixlet_key: &str,
+    flox_key: &str,
+) -> Result<BTreeSet<&'a str>, AnnotationError> {
+    let nixlet = annotations.get(nixlet_key).map(|v| parse_skip_list(v));
+    let flox = annotations.get(flox_key).map(|v| parse_skip_list(v));
     match (nixlet, flox) {
         // Compared as sets so that "a,b" and "b, a" do not count as a disagreement.
         (Some(nixlet), Some(flox)) if nixlet != flox => Err(AnnotationError::Conflict {
-            nixlet_key: SKIP_CONTAINERS.to_string(),
-            nixlet_value: annotations[SKIP_CONTAINERS].clone(),
-            flox_key: FLOX_SKIP_CONTAINERS.to_string(),
-            flox_value: annotations[FLOX_SKIP_CONTAINERS].clone(),
+            nixlet_key: nixlet_key.to_string(),
+            nixlet_value: annotations[nixlet_key].clone(),
+            flox_key: flox_key.to_string(),
+            flox_value: annotations[flox_key].clone(),
         }),
         (Some(list), _) | (None, Some(list)) => Ok(list),
         (None, None) => Ok(BTreeSet::new()),
@@ -140,9 +193,9 @@ fn one_of<'a>(
 }
 
 fn environment((key, value): (&str, &str)) -> Result<Selection, AnnotationError> {
-    let reference = EnvRef::parse(value).map_err(|source| AnnotationError::InvalidReference {
+    let reference = EnvRef::parse(value).map_err(|problem| AnnotationError::InvalidReference {
         key: key.to_string(),
-        source,
+        problem,
     })?;
     Ok(Selection::Environment {
         key: key.to_string(),
@@ -178,6 +231,66 @@ mod tests {
             key: key.to_string(),
             reference: EnvRef::parse(reference).unwrap(),
         }
+    }
+
+    #[test]
+    fn activate_mode_comes_from_either_spelling() {
+        assert_eq!(activate_mode(&container("app", &[])), Ok(None));
+        assert_eq!(
+            activate_mode(&container("app", &[(ACTIVATE_MODE, "run")])),
+            Ok(Some(ActivateMode::Run))
+        );
+        assert_eq!(
+            activate_mode(&container("app", &[(FLOX_ACTIVATE_MODE, " dev ")])),
+            Ok(Some(ActivateMode::Dev))
+        );
+        assert_eq!(
+            activate_mode(&container("app", &[(FLOX_ACTIVATE_MODE, "build")]))
+                .unwrap_err()
+                .to_string(),
+            "annotation \"flox.dev/activate-mode\" must be \"dev\" or \"run\", not \"build\""
+        );
+        assert_eq!(
+            activate_mode(&container(
+                "app",
+                &[(ACTIVATE_MODE, "run"), (FLOX_ACTIVATE_MODE, "dev")]
+            ))
+            .unwrap_err()
+            .to_string(),
+            "annotations \"nixlet.dev/activate-mode\" (\"run\") and \"flox.dev/activate-mode\" \
+             (\"dev\") disagree; set only one of them"
+        );
+    }
+
+    #[test]
+    fn skip_exec_names_containers_by_either_spelling() {
+        let flox = [(FLOX_SKIP_CONTAINERS_EXEC, "build, helper")];
+        assert_eq!(skips_exec(&container("build", &flox)), Ok(true));
+        assert_eq!(skips_exec(&container("app", &flox)), Ok(false));
+        assert_eq!(
+            skips_exec(&container("build", &[(SKIP_CONTAINERS_EXEC, "build")])),
+            Ok(true)
+        );
+        assert_eq!(skips_exec(&container("build", &[])), Ok(false));
+        let mut unnamed = container("", &flox);
+        unnamed.remove(CRI_CONTAINER_NAME);
+        assert_eq!(skips_exec(&unnamed), Ok(false));
+        assert_eq!(
+            skips_exec(&container(
+                "build",
+                &[
+                    (SKIP_CONTAINERS_EXEC, "a"),
+                    (FLOX_SKIP_CONTAINERS_EXEC, "b")
+                ]
+            ))
+            .unwrap_err()
+            .to_string(),
+            "annotations \"nixlet.dev/skip-containers-exec\" (\"a\") and \
+             \"flox.dev/skip-containers-exec\" (\"b\") disagree; set only one of them"
+        );
+        // Skipping exec does not skip the container.
+        let annotations = container("build", &[(ENVIRONMENT, "acme/web"), flox[0]]);
+        assert_eq!(select(&annotations), Ok(chosen(ENVIRONMENT, "acme/web")));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 use toml::{Table, Value};
 
 use crate::manifest::ManifestError;
+use crate::schema_version::SchemaVersion;
 use crate::store_path::StorePath;
 use crate::toml_read::{
     as_table, join_key, read_non_empty_string, read_priority, read_string, read_string_array,
@@ -95,8 +96,13 @@ impl PackageSource {
 }
 
 impl InstallDescriptor {
-    /// Reads the descriptor of `install_id`, whose value in `[install]` is `value`.
-    pub(crate) fn from_toml(install_id: &str, value: &Value) -> Result<Self, ManifestError> {
+    /// Reads the descriptor of `install_id`, whose value in `[install]` is `value`, in a
+    /// manifest of schema `schema`.
+    pub(crate) fn from_toml(
+        install_id: &str,
+        value: &Value,
+        schema: SchemaVersion,
+    ) -> Result<Self, ManifestError> {
         if !is_valid_install_id(install_id) {
             return Err(ManifestError::InvalidInstallId(install_id.to_string()));
         }
@@ -123,6 +129,16 @@ impl InstallDescriptor {
             }
         };
         check_descriptor_keys(&prefix, table, kind, allowed)?;
+        // `outputs` arrived with schema 1.10.0 (flox repo,
+        // cli/flox-manifest/src/parsed/v1_10_0/package_descriptor.rs); flox refuses it in a
+        // `version = 1` manifest, whose environments install every output but `stubs`.
+        if table.contains_key("outputs") && !schema.selects_outputs() {
+            return Err(ManifestError::KeyNeedsNewerSchema {
+                key: format!("{prefix}.outputs"),
+                since: SchemaVersion::V1_10_0,
+                schema,
+            });
+        }
 
         let key = |name: &str| join_key(&prefix, name);
         let optional_string = |name: &str| {
@@ -149,9 +165,9 @@ impl InstallDescriptor {
             _ => {
                 let text = read_string(&key("store-path"), &table["store-path"])?;
                 let path =
-                    StorePath::parse(&text).map_err(|source| ManifestError::InvalidStorePath {
+                    StorePath::parse(&text).map_err(|problem| ManifestError::InvalidStorePath {
                         key: key("store-path"),
-                        source,
+                        problem,
                     })?;
                 PackageSource::StorePath(path)
             }
@@ -233,11 +249,11 @@ fn read_outputs(key: &str, value: &Value) -> Result<SelectedOutputs, ManifestErr
 /// Install ids follow Nix attribute-name rules, `[A-Za-z_][A-Za-z0-9_'-]*`, because Flox uses
 /// them as attribute names when it builds the environment.
 pub fn is_valid_install_id(id: &str) -> bool {
-    let mut chars = id.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '\''))
+    // Flox's `[install]` is a map from any string (flox repo,
+    // cli/flox-manifest/src/parsed/v1_10_0/mod.rs, `Install`), and the CLI itself writes ids
+    // such as "flox/flox-mcp-server" for custom catalogs; only what cannot be shown on one
+    // log line is refused.
+    !id.is_empty() && !id.chars().any(char::is_control)
 }
 
 #[cfg(test)]
@@ -251,7 +267,7 @@ mod tests {
         inline_table: &str,
     ) -> Result<InstallDescriptor, ManifestError> {
         let document: toml::Table = format!("d = {inline_table}").parse().unwrap();
-        InstallDescriptor::from_toml(install_id, &document["d"])
+        InstallDescriptor::from_toml(install_id, &document["d"], SchemaVersion::V1_10_0)
     }
 
     fn error_of(install_id: &str, inline_table: &str) -> String {
@@ -332,17 +348,24 @@ mod tests {
     }
 
     #[test]
-    fn install_ids_follow_nix_attribute_names() {
-        for good in ["hello", "_x", "nodejs_20", "python3-pip", "ghc'"] {
+    fn install_ids_are_any_string_flox_writes() {
+        for good in [
+            "hello",
+            "nodejs_20",
+            "ghc'",
+            "1password",
+            "python313Packages.anthropic",
+            "flox/flox-mcp-server",
+            "a b",
+        ] {
             assert!(is_valid_install_id(good), "{good:?}");
         }
-        for bad in ["", "1password", "-x", "a.b", "a b", "'x"] {
+        for bad in ["", "a\nb", "\t"] {
             assert!(!is_valid_install_id(bad), "{bad:?}");
         }
         assert_eq!(
-            error_of("my pkg", "{ pkg-path = \"hello\" }"),
-            "install id \"my pkg\" must start with A-Z a-z or _ and continue with A-Z a-z 0-9 _ \
-             - or '"
+            error_of("my\npkg", "{ pkg-path = \"hello\" }"),
+            "install id \"my\\npkg\" must not be empty nor hold control characters"
         );
     }
 
@@ -408,6 +431,20 @@ mod tests {
     }
 
     #[test]
+    fn outputs_need_schema_1_10_0() {
+        let document: toml::Table = "d = { pkg-path = \"curl\", outputs = \"all\" }"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            InstallDescriptor::from_toml("curl", &document["d"], SchemaVersion::V1)
+                .unwrap_err()
+                .to_string(),
+            "\"install.curl.outputs\" needs \"schema-version\" 1.10.0 or later, but this \
+             manifest is `version = 1`"
+        );
+    }
+
+    #[test]
     fn outputs_must_be_all_or_a_list_of_names() {
         assert_eq!(
             error_of("curl", "{ pkg-path = \"curl\", outputs = \"every\" }"),
@@ -458,7 +495,7 @@ mod tests {
         );
         let document: toml::Table = "d = \"hello\"".parse().unwrap();
         assert_eq!(
-            InstallDescriptor::from_toml("hello", &document["d"])
+            InstallDescriptor::from_toml("hello", &document["d"], SchemaVersion::V1)
                 .unwrap_err()
                 .to_string(),
             "\"install.hello\" must be a table, not string"

@@ -6,6 +6,7 @@
 //! ([`Manifest`]) and `manifest.lock` ([`Lockfile`]) into the store paths, variables and
 //! activation scripts a container needs ([`ResolvedEnv`]).
 
+mod activate_mode;
 pub mod annotations;
 mod containerize;
 mod dir_source;
@@ -15,6 +16,7 @@ mod http_source;
 mod install_descriptor;
 mod lock;
 mod lock_entry;
+mod lock_freshness;
 mod manifest;
 mod manifest_json;
 mod netrc;
@@ -24,6 +26,7 @@ mod packages;
 mod profile;
 mod reference;
 mod resolve;
+mod schema_version;
 mod source;
 mod store_path;
 #[cfg(test)]
@@ -31,11 +34,13 @@ mod test_http_server;
 mod toml_read;
 mod vars;
 
+pub use activate_mode::{ActivateMode, ACTIVATE_MODES};
 pub use annotations::{
-    select, AnnotationError, Selection, CRI_CONTAINER_NAME, CRI_CONTAINER_TYPE,
-    CRI_CONTAINER_TYPE_SANDBOX, CRI_SANDBOX_NAME, CRI_SANDBOX_NAMESPACE, ENVIRONMENT,
-    ENVIRONMENT_PREFIX, FLOX_ENVIRONMENT, FLOX_ENVIRONMENT_PREFIX, FLOX_SKIP_CONTAINERS,
-    SKIP_CONTAINERS,
+    activate_mode, select, skips_exec, AnnotationError, Selection, ACTIVATE_MODE,
+    CRI_CONTAINER_NAME, CRI_CONTAINER_TYPE, CRI_CONTAINER_TYPE_SANDBOX, CRI_SANDBOX_NAME,
+    CRI_SANDBOX_NAMESPACE, ENVIRONMENT, ENVIRONMENT_PREFIX, FLOX_ACTIVATE_MODE, FLOX_ENVIRONMENT,
+    FLOX_ENVIRONMENT_PREFIX, FLOX_SKIP_CONTAINERS, FLOX_SKIP_CONTAINERS_EXEC, SKIP_CONTAINERS,
+    SKIP_CONTAINERS_EXEC,
 };
 pub use containerize::ContainerizeConfig;
 pub use dir_source::{DirSource, CURRENT_FILE, LOCK_FILE, MANIFEST_FILE};
@@ -44,14 +49,16 @@ pub use http_source::{validate_base_url, HttpSource, HttpSourceError, HttpSource
 pub use install_descriptor::{InstallDescriptor, PackageSource, SelectedOutputs, DEFAULT_PRIORITY};
 pub use lock::{LockError, Lockfile};
 pub use lock_entry::{EntryProblem, LockEntry, LockEntryKind, STORE_PATH_OUTPUT};
+pub use lock_freshness::StaleLock;
 pub use manifest::{Manifest, ManifestError};
 pub use netrc::{Netrc, NetrcEntry, NetrcError};
-pub use options::{Options, ACTIVATE_MODES};
+pub use options::Options;
 pub use outputs::ResolvedOutput;
 pub use packages::PackagesError;
 pub use profile::Profile;
 pub use reference::{EnvRef, ReferenceError, ReferenceProblem, Selector};
 pub use resolve::{resolve, resolve_loaded, ResolveError, ResolvedEnv, ResolvedPackage};
+pub use schema_version::{SchemaVersion, KNOWN_SCHEMA_VERSIONS};
 pub use source::{EnvironmentSource, LoadedEnvironment, SourceError};
 pub use store_path::{StorePath, StorePathError, StorePathProblem, STORE_DIR};
 pub use vars::{expand_vars, VarsError};

@@ -1,41 +1,61 @@
-//! `manifest.lock`, Flox `"lockfile-version": 1`: the copy of the manifest it was made from,
-//! and every package locked for every system the environment supports.
+//! `manifest.lock`, Flox `"lockfile-version": 1`: the manifest it was made from, and every
+//! package locked for every system the environment supports.
 //!
 //! ```json
-//! { "lockfile-version": 1, "manifest": { "version": 1, … }, "packages": [ { … }, … ] }
+//! { "lockfile-version": 1, "manifest": { "schema-version": "1.14.0", … }, "packages": [ … ] }
 //! ```
 //!
-//! An environment that includes others also has `compose`, whose `composer` is the
-//! environment's own manifest; `manifest` is then the merged one.
+//! An environment that includes others (`[include]`) also has `compose`: `composer` is the
+//! environment's own manifest, `include` the included ones, and `manifest` is then the merged
+//! manifest, whose `install` names the included environments' packages too (flox repo,
+//! `cli/flox-manifest/src/lockfile/mod.rs`: "For an environment that *does* include others,
+//! this is the merged manifest that was locked"). The merged manifest is what Flox builds and
+//! activates, so it is what nixlet runs.
+//!
+//! `"lockfile-version": 0` came from Flox before 1.0 (pkgdb): its packages are flake
+//! attribute paths without store paths, keyed by system and install id. Flox stopped reading it
+//! when pkgdb was removed (1.3.11; its `Lockfile` type only deserialises version 1), and without
+//! store paths there is nothing nixlet could install, so it is refused with how to re-lock.
 
 use std::collections::HashMap;
 
 use serde_json::Value;
 
 use crate::lock_entry::{json_type, EntryProblem, LockEntry};
-use crate::manifest_json::normalise;
+use crate::manifest::{Manifest, ManifestError};
 
 const SUPPORTED_VERSION: u64 = 1;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lockfile {
-    /// The lock's copy of the manifest, normalised as in `manifest_json.rs`.
-    pub manifest: Value,
-    /// With includes, `compose.composer`, normalised: the manifest of the environment itself,
-    /// which is what its `manifest.toml` says.
-    pub composer: Option<Value>,
+    /// The manifest that was locked: for an environment with includes, the merged one.
+    pub manifest: Manifest,
+    /// With includes, `compose.composer`: the manifest of the environment itself, which is what
+    /// its `manifest.toml` says.
+    pub composer: Option<Manifest>,
+    /// With includes, the names of the included environments, in merge order.
+    pub included: Vec<String>,
     /// In the lock's order.
     pub packages: Vec<LockEntry>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
+    // The parser's message is part of ours, so it is not also a `source` (the chain would
+    // repeat it).
     #[error("not valid json: {0}")]
-    Syntax(#[source] serde_json::Error),
+    Syntax(serde_json::Error),
     #[error("must be a json object, not {0}")]
     NotAnObject(&'static str),
     #[error("has no \"lockfile-version\"")]
     MissingVersion,
+    #[error(
+        "is \"lockfile-version\": 0, written by flox before 1.0; its packages have no store \
+         paths, and flox itself no longer reads it: re-lock the environment with flox 1.x (set \
+         `version = 1` in manifest.toml, then `flox edit` or `flox activate` writes a \
+         \"lockfile-version\": 1 lock)"
+    )]
+    VersionZero,
     #[error("\"lockfile-version\" {0} is not supported; nixlet reads \"lockfile-version\": 1")]
     UnsupportedVersion(String),
     #[error("has no {0:?}")]
@@ -45,6 +65,12 @@ pub enum LockError {
         key: &'static str,
         expected: &'static str,
         found: &'static str,
+    },
+    #[error("{key:?}: {problem}")]
+    Manifest {
+        /// `manifest` or `compose.composer`.
+        key: &'static str,
+        problem: Box<ManifestError>,
     },
     #[error("packages[{index}]{}: {problem}", identity(.install_id, .system))]
     Entry {
@@ -83,20 +109,29 @@ impl Lockfile {
         match top.get("lockfile-version") {
             None => return Err(LockError::MissingVersion),
             Some(version) if version.as_u64() == Some(SUPPORTED_VERSION) => {}
+            // pkgdb wrote the number; some tools wrote it as a string.
+            Some(version) if version.as_u64() == Some(0) || version.as_str() == Some("0") => {
+                return Err(LockError::VersionZero)
+            }
             Some(other) => return Err(LockError::UnsupportedVersion(other.to_string())),
         }
         let manifest = match top.remove("manifest") {
             None => return Err(LockError::Missing("manifest")),
-            Some(manifest @ Value::Object(_)) => normalise(manifest),
+            Some(manifest @ Value::Object(_)) => read_manifest("manifest", &manifest)?,
             Some(other) => return Err(wrong_type("manifest", "an object", &other)),
         };
-        let composer = match top.remove("compose") {
-            None | Some(Value::Null) => None,
-            Some(Value::Object(mut compose)) => match compose.remove("composer") {
-                Some(composer @ Value::Object(_)) => Some(normalise(composer)),
-                Some(other) => return Err(wrong_type("compose.composer", "an object", &other)),
-                None => return Err(LockError::Missing("compose.composer")),
-            },
+        let (composer, included) = match top.remove("compose") {
+            None | Some(Value::Null) => (None, Vec::new()),
+            Some(Value::Object(mut compose)) => {
+                let composer = match compose.remove("composer") {
+                    Some(composer @ Value::Object(_)) => {
+                        read_manifest("compose.composer", &composer)?
+                    }
+                    Some(other) => return Err(wrong_type("compose.composer", "an object", &other)),
+                    None => return Err(LockError::Missing("compose.composer")),
+                };
+                (Some(composer), included_names(compose.get("include")))
+            }
             Some(other) => return Err(wrong_type("compose", "an object", &other)),
         };
         let items = match top.get("packages") {
@@ -131,14 +166,39 @@ impl Lockfile {
         Ok(Lockfile {
             manifest,
             composer,
+            included,
             packages,
         })
     }
 
-    /// The manifest that `manifest.toml` must agree with.
-    pub fn own_manifest(&self) -> &Value {
+    /// The manifest the environment's own `manifest.toml` was when it was locked: the
+    /// composer with includes, else the locked manifest (flox repo,
+    /// `cli/flox-manifest/src/lockfile/mod.rs`, `user_manifest`).
+    pub fn own_manifest(&self) -> &Manifest {
         self.composer.as_ref().unwrap_or(&self.manifest)
     }
+}
+
+fn read_manifest(key: &'static str, value: &Value) -> Result<Manifest, LockError> {
+    Manifest::from_json(value).map_err(|problem| LockError::Manifest {
+        key,
+        problem: Box::new(problem),
+    })
+}
+
+/// The names Flox gave the included environments; only shown in messages, so anything
+/// unexpected is left out rather than refused.
+fn included_names(include: Option<&Value>) -> Vec<String> {
+    include
+        .and_then(Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|item| item.get("name").and_then(Value::as_str))
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn wrong_type(key: &'static str, expected: &'static str, found: &Value) -> LockError {
@@ -184,10 +244,11 @@ mod tests {
         ]));
         let lockfile = Lockfile::parse(value.to_string().as_bytes()).unwrap();
         assert_eq!(
-            lockfile.manifest,
+            lockfile.manifest.json,
             json!({ "version": 1, "install": { "bash": { "store-path": BASH } } })
         );
         assert_eq!(lockfile.composer, None);
+        assert!(lockfile.included.is_empty());
         assert_eq!(lockfile.own_manifest(), &lockfile.manifest);
         assert_eq!(lockfile.packages.len(), 2);
         assert_eq!(lockfile.packages[1].system, "aarch64-linux");
@@ -199,13 +260,16 @@ mod tests {
         let mut value = lock(json!([]));
         value["compose"] = json!({
             "composer": { "version": 1, "include": { "environments": [{ "remote": "acme/base" }] } },
-            "include": []
+            "include": [{ "name": "base", "descriptor": { "remote": "acme/base" }, "manifest": {} }],
+            "warnings": []
         });
         let lockfile = Lockfile::parse(value.to_string().as_bytes()).unwrap();
         assert_eq!(
-            lockfile.own_manifest(),
-            &json!({ "version": 1, "include": { "environments": [{ "remote": "acme/base" }] } })
+            lockfile.own_manifest().json,
+            json!({ "version": 1, "include": { "environments": [{ "remote": "acme/base" }] } })
         );
+        assert!(lockfile.own_manifest().includes_environments);
+        assert_eq!(lockfile.included, vec!["base"]);
     }
 
     #[test]
@@ -221,7 +285,29 @@ mod tests {
         );
         assert_eq!(
             error_of(json!({ "lockfile-version": 0, "packages": {} })),
-            "\"lockfile-version\" 0 is not supported; nixlet reads \"lockfile-version\": 1"
+            "is \"lockfile-version\": 0, written by flox before 1.0; its packages have no store \
+             paths, and flox itself no longer reads it: re-lock the environment with flox 1.x \
+             (set `version = 1` in manifest.toml, then `flox edit` or `flox activate` writes a \
+             \"lockfile-version\": 1 lock)"
+        );
+        assert_eq!(
+            error_of(json!({ "lockfile-version": 2, "packages": [] })),
+            "\"lockfile-version\" 2 is not supported; nixlet reads \"lockfile-version\": 1"
+        );
+        assert_eq!(
+            error_of(
+                json!({ "lockfile-version": 1, "manifest": { "version": 1, "hooks": { "a": "b" } }, "packages": [] })
+            ),
+            "\"manifest\": unknown key \"hooks\""
+        );
+        let mut composed = lock(json!([]));
+        composed["compose"] = json!({ "composer": { "schema-version": "9.0.0" } });
+        assert_eq!(
+            error_of(composed),
+            "\"compose.composer\": \"schema-version\" \"9.0.0\" is not supported; nixlet reads \
+             `version = 1` and \"schema-version\" 1.10.0, 1.11.0, 1.12.0, 1.13.0, 1.14.0, 1.15.0, \
+             1.16.0, 1.17.0, 1.18.0, 1.19.0 (a newer flox wrote this manifest: write it with an \
+             older schema, or upgrade nixlet)"
         );
         assert_eq!(
             error_of(json!({ "lockfile-version": "1" })),
@@ -236,11 +322,13 @@ mod tests {
             "\"manifest\" must be an object, not a string"
         );
         assert_eq!(
-            error_of(json!({ "lockfile-version": 1, "manifest": {} })),
+            error_of(json!({ "lockfile-version": 1, "manifest": { "version": 1 } })),
             "has no \"packages\""
         );
         assert_eq!(
-            error_of(json!({ "lockfile-version": 1, "manifest": {}, "packages": {} })),
+            error_of(
+                json!({ "lockfile-version": 1, "manifest": { "version": 1 }, "packages": {} })
+            ),
             "\"packages\" must be an array, not an object"
         );
         let mut composed = lock(json!([]));

@@ -50,8 +50,9 @@ pub struct LockEntry {
     /// The outputs the package itself says to install (`meta.outputsToInstall`), in its order;
     /// `None` when the lock does not say.
     pub outputs_to_install: Option<Vec<String>>,
-    /// Flake entries only: the outputs the user asked for when the flake was locked.
-    pub requested_outputs: Option<Vec<String>>,
+    /// The priority Flox locked (the descriptor's, else the package's `meta.priority` for a
+    /// flake, else 5): what its environment builder uses. `None` when the entry has none.
+    pub priority: Option<u32>,
     /// Flake entries only: the locked flake and attribute the outputs were evaluated from.
     pub flake: Option<FlakeInstallable>,
     /// Metadata for messages, when the entry has it.
@@ -85,12 +86,12 @@ pub enum EntryProblem {
         expected: &'static str,
         found: &'static str,
     },
-    #[error("{kind} entry: {key:?}: {source}")]
+    // Embedded in the message, so not a `source` too (the chain would repeat it).
+    #[error("{kind} entry: {key:?}: {problem}")]
     InvalidStorePath {
         kind: LockEntryKind,
         key: String,
-        #[source]
-        source: StorePathError,
+        problem: StorePathError,
     },
     #[error("{kind} entry: \"outputs\" is empty")]
     NoOutputs { kind: LockEntryKind },
@@ -121,6 +122,7 @@ impl LockEntry {
         let system = reader.required_string("system")?;
         let pname = reader.lenient_string("pname");
         let version = reader.lenient_string("version");
+        let priority = reader.priority()?;
 
         if kind == LockEntryKind::StorePath {
             let store_path =
@@ -131,7 +133,7 @@ impl LockEntry {
                 kind,
                 outputs: BTreeMap::from([(STORE_PATH_OUTPUT.to_string(), store_path)]),
                 outputs_to_install: Some(vec![STORE_PATH_OUTPUT.to_string()]),
-                requested_outputs: None,
+                priority,
                 flake: None,
                 pname,
                 version,
@@ -139,14 +141,12 @@ impl LockEntry {
         }
 
         let outputs = reader.outputs()?;
-        let (to_install_key, requested_key) = match kind {
-            LockEntryKind::Catalog => ("outputs_to_install", None),
-            _ => ("outputs-to-install", Some("requested-outputs-to-install")),
-        };
-        let outputs_to_install = reader.output_list(to_install_key, &outputs)?;
-        let requested_outputs = match requested_key {
-            Some(key) => reader.output_list(key, &outputs)?,
-            None => None,
+        // Flox's builder takes `outputs_to_install`, else `outputs-to-install` (flake entries
+        // are kebab-case), whatever the entry's kind (flox repo, buildenv/builder.pl: "XXX
+        // flake locking bug"). `requested-outputs-to-install` is not used by the builder.
+        let outputs_to_install = match reader.output_list("outputs_to_install", &outputs)? {
+            Some(list) => Some(list),
+            None => reader.output_list("outputs-to-install", &outputs)?,
         };
         let flake = if kind == LockEntryKind::Flake {
             // Not used, but a flake entry without its output order is not one Flox wrote.
@@ -165,7 +165,7 @@ impl LockEntry {
             kind,
             outputs,
             outputs_to_install,
-            requested_outputs,
+            priority,
             flake,
             pname,
             version,
@@ -227,6 +227,24 @@ impl Reader<'_> {
         }
     }
 
+    /// `priority`, when the entry has one (`null` counts as absent, as Flox reads it).
+    fn priority(&self) -> Result<Option<u32>, EntryProblem> {
+        match self.object.get("priority") {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(number)) => match number.as_u64().map(u32::try_from) {
+                Some(Ok(priority)) => Ok(Some(priority)),
+                _ => Err(self.wrong_type(
+                    "priority",
+                    "an integer from 0 to 4294967295",
+                    &Value::Number(number.clone()),
+                )),
+            },
+            Some(other) => {
+                Err(self.wrong_type("priority", "an integer from 0 to 4294967295", other))
+            }
+        }
+    }
+
     /// Metadata nixlet only shows: anything but a string counts as absent.
     fn lenient_string(&self, key: &str) -> Option<String> {
         self.object
@@ -236,10 +254,10 @@ impl Reader<'_> {
     }
 
     fn store_path(&self, key: &str, text: &str) -> Result<StorePath, EntryProblem> {
-        StorePath::parse(text).map_err(|source| EntryProblem::InvalidStorePath {
+        StorePath::parse(text).map_err(|problem| EntryProblem::InvalidStorePath {
             kind: self.kind,
             key: key.to_string(),
-            source,
+            problem,
         })
     }
 
@@ -379,7 +397,7 @@ mod tests {
             entry.outputs_to_install,
             Some(vec!["bin".to_string(), "man".to_string()])
         );
-        assert_eq!(entry.requested_outputs, None);
+        assert_eq!(entry.priority, Some(5));
         assert_eq!(entry.pname.as_deref(), Some("curl"));
         assert_eq!(entry.version.as_deref(), Some("8.6.0"));
         // Absent or null outputs_to_install is allowed: `outputs.rs` then uses Nix's default.
@@ -409,7 +427,7 @@ mod tests {
         let entry = LockEntry::from_json(&value).unwrap();
         assert_eq!(entry.kind, LockEntryKind::Flake);
         assert_eq!(entry.outputs_to_install, Some(vec!["bin".to_string()]));
-        assert_eq!(entry.requested_outputs, Some(vec!["out".to_string()]));
+        assert_eq!(entry.priority, Some(5));
         let flake = entry.flake.unwrap();
         assert_eq!(
             flake.to_string(),
@@ -424,9 +442,16 @@ mod tests {
             "flake entry: \"output-names\" must be an array of strings, not a string"
         );
         assert_eq!(
-            problem(with(value, "requested-outputs-to-install", json!(["lib"]))),
-            "flake entry: \"requested-outputs-to-install\" names output \"lib\", which is not \
-             in \"outputs\""
+            problem(with(value.clone(), "outputs-to-install", json!(["lib"]))),
+            "flake entry: \"outputs-to-install\" names output \"lib\", which is not in \
+             \"outputs\""
+        );
+        // A missing priority is Flox's default, read later; a wrong one is refused.
+        let entry = LockEntry::from_json(&with(value.clone(), "priority", Value::Null)).unwrap();
+        assert_eq!(entry.priority, None);
+        assert_eq!(
+            problem(with(value, "priority", json!(-1))),
+            "flake entry: \"priority\" must be an integer from 0 to 4294967295, not a number"
         );
     }
 

@@ -18,16 +18,35 @@ pub(crate) fn manifest_json(document: &Table) -> Value {
     normalise(json)
 }
 
-/// Drops `null`s and empty objects from objects, recursively.
-pub(crate) fn normalise(value: Value) -> Value {
+/// Drops `null`s and empty objects from objects, recursively, and the defaults Flox writes
+/// into a lock's manifest that mean the same as nothing: `options.allow.licenses = []` (its
+/// `Allows.licenses` was `#[serde(default)]` before it became optional, flox repo
+/// cli/flox-manifest/src/parsed/common.rs).
+pub(crate) fn normalise(mut value: Value) -> Value {
+    if let Some(allow) = value
+        .pointer_mut("/options/allow")
+        .and_then(Value::as_object_mut)
+    {
+        if allow
+            .get("licenses")
+            .and_then(Value::as_array)
+            .is_some_and(Vec::is_empty)
+        {
+            allow.remove("licenses");
+        }
+    }
+    normalise_nested(value)
+}
+
+fn normalise_nested(value: Value) -> Value {
     match value {
         Value::Object(map) => Value::Object(
             map.into_iter()
-                .map(|(key, value)| (key, normalise(value)))
+                .map(|(key, value)| (key, normalise_nested(value)))
                 .filter(|(_, value)| !is_nothing(value))
                 .collect::<Map<String, Value>>(),
         ),
-        Value::Array(items) => Value::Array(items.into_iter().map(normalise).collect()),
+        Value::Array(items) => Value::Array(items.into_iter().map(normalise_nested).collect()),
         other => other,
     }
 }
@@ -143,6 +162,18 @@ mod tests {
             "profile": null
         }));
         assert_eq!(first_difference(&dotted, &flox_copy), None);
+    }
+
+    #[test]
+    fn floxs_default_licenses_are_nothing() {
+        assert_eq!(
+            normalise(json!({ "version": 1, "options": { "allow": { "licenses": [] } } })),
+            json!({ "version": 1 })
+        );
+        assert_eq!(
+            normalise(json!({ "options": { "allow": { "licenses": ["MIT"] } } })),
+            json!({ "options": { "allow": { "licenses": ["MIT"] } } })
+        );
     }
 
     #[test]

@@ -8,33 +8,32 @@
 
 use toml::Value;
 
+use crate::activate_mode::ActivateMode;
 use crate::manifest::ManifestError;
+use crate::schema_version::SchemaVersion;
 use crate::toml_read::{as_table, check_keys, join_key, read_bool, read_string, read_string_array};
 
-const KEYS: [&str; 5] = ["systems", "allow", "semver", "cuda-detection", "activate"];
 const ALLOW_KEYS: [&str; 3] = ["unfree", "broken", "licenses"];
 /// `prefer-pre-releases` is the Flox 1.0 spelling of `allow-pre-releases`.
 const SEMVER_KEYS: [&str; 2] = ["allow-pre-releases", "prefer-pre-releases"];
-const ACTIVATE_KEYS: [&str; 1] = ["mode"];
-/// The modes of `options.activate.mode`; Flox's default is "dev".
-pub const ACTIVATE_MODES: [&str; 2] = ["dev", "run"];
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Options {
     /// The systems the environment is locked for; `None` means Flox's defaults.
     pub systems: Option<Vec<String>>,
-    /// `"dev"` or `"run"` when the manifest sets it.
-    pub activate_mode: Option<String>,
+    /// `options.activate.mode`, when the manifest sets it.
+    pub activate_mode: Option<ActivateMode>,
 }
 
 impl Options {
     /// Reads `[options]`, adding the keys it accepts but does not act on to `ignored`.
     pub(crate) fn from_toml(
         value: &Value,
+        schema: SchemaVersion,
         ignored: &mut Vec<String>,
     ) -> Result<Options, ManifestError> {
         let table = as_table("options", value)?;
-        check_keys("options", table, &KEYS)?;
+        check_keys("options", table, schema.options_keys())?;
         let mut options = Options::default();
         for (name, value) in table {
             let key = join_key("options", name);
@@ -65,19 +64,29 @@ impl Options {
                     read_bool(&key, value)?;
                     ignored.push(key);
                 }
+                // Which catalog stability to resolve from (1.19.0): settled when it was locked.
+                "stability" => {
+                    read_string(&key, value)?;
+                    ignored.push(key);
+                }
                 _ => {
                     let activate = as_table(&key, value)?;
-                    check_keys(&key, activate, &ACTIVATE_KEYS)?;
+                    check_keys(&key, activate, schema.activate_keys())?;
+                    // 1.18.0: whether the CLI tells about newer generations; not a container's
+                    // concern, and its value type is the CLI's to check.
+                    if activate.contains_key("upgrade-notifications") {
+                        ignored.push(join_key(&key, "upgrade-notifications"));
+                    }
                     if let Some(mode) = activate.get("mode") {
                         let mode_key = join_key(&key, "mode");
                         let mode = read_string(&mode_key, mode)?;
-                        if !ACTIVATE_MODES.contains(&mode.as_str()) {
-                            return Err(ManifestError::InvalidActivateMode {
-                                key: mode_key,
-                                found: mode,
-                            });
-                        }
-                        options.activate_mode = Some(mode);
+                        let parsed =
+                            mode.parse()
+                                .map_err(|()| ManifestError::InvalidActivateMode {
+                                    key: mode_key,
+                                    found: mode.clone(),
+                                })?;
+                        options.activate_mode = Some(parsed);
                     }
                 }
             }
@@ -101,7 +110,8 @@ mod tests {
     fn options(text: &str) -> Result<(Options, Vec<String>), ManifestError> {
         let document: toml::Table = format!("[options]\n{text}").parse().unwrap();
         let mut ignored = Vec::new();
-        Options::from_toml(&document["options"], &mut ignored).map(|o| (o, ignored))
+        Options::from_toml(&document["options"], SchemaVersion::V1_19_0, &mut ignored)
+            .map(|o| (o, ignored))
     }
 
     fn error_of(text: &str) -> String {
@@ -127,7 +137,7 @@ mod tests {
             options,
             Options {
                 systems: Some(vec!["x86_64-linux".into(), "aarch64-darwin".into()]),
-                activate_mode: Some("run".into()),
+                activate_mode: Some(ActivateMode::Run),
             }
         );
         assert!(options.supports("x86_64-linux"));
@@ -149,12 +159,8 @@ mod tests {
     #[test]
     fn activate_mode_is_dev_or_run() {
         assert_eq!(
-            options("activate.mode = \"dev\"")
-                .unwrap()
-                .0
-                .activate_mode
-                .as_deref(),
-            Some("dev")
+            options("activate.mode = \"dev\"").unwrap().0.activate_mode,
+            Some(ActivateMode::Dev)
         );
         assert_eq!(
             error_of("activate.mode = \"prod\""),

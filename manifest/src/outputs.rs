@@ -1,20 +1,22 @@
-//! Which outputs of a locked package are realised, and which of them win file collisions.
+//! Which outputs of a locked package an environment installs, and which of them win file
+//! collisions. The rules are those of Flox's environment builder (flox repo,
+//! `buildenv/buildenv.nix` and `buildenv/builder.pl`, `getV1Outputs` and
+//! `getSpecifiedOutputs`), and they depend on the manifest's schema:
 //!
-//! Flox's rule for `version = 1` manifests: every output except `stubs` goes into the
-//! environment; the outputs to install win collisions at the package's priority, the others
-//! lose them (to every output to install of any priority). `stubs` is left out because it
-//! holds link-time stand-ins for libraries such as CUDA's `libcuda.so` that would shadow the
-//! real driver at run time; naming it in the descriptor's `outputs` list brings it in.
-//!
-//! The outputs to install are, first found: the descriptor's `outputs` (`"all"` means every
-//! realised output), a flake entry's `requested-outputs-to-install`, the entry's
-//! `outputs_to_install`, and else Nix's own default for `meta.outputsToInstall`: `bin` if the
-//! package has it, else `out`, else its first output, plus `man` if it has it.
+//! - `version = 1`: every output except `stubs` is installed; the entry's
+//!   `outputs_to_install` win collisions at the package's priority, the other outputs lose
+//!   them (the builder gives them priority `1000 * priority + n`). `stubs` holds link-time
+//!   stand-ins for libraries such as CUDA's `libcuda.so` that would shadow the real driver.
+//! - `schema-version` 1.10.0 and later: only the selected outputs are installed, all at the
+//!   package's priority: the descriptor's `outputs` (`"all"`: every output, `stubs` included;
+//!   a list: those), else the entry's `outputs_to_install` (a flake entry's
+//!   `outputs-to-install`), else none.
 
 use std::collections::BTreeSet;
 
 use crate::install_descriptor::SelectedOutputs;
 use crate::lock_entry::LockEntry;
+use crate::schema_version::SchemaVersion;
 use crate::store_path::StorePath;
 
 const STUBS: &str = "stubs";
@@ -36,21 +38,31 @@ pub struct UnknownOutput {
     pub available: Vec<String>,
 }
 
-/// The realised outputs of `entry`: those to install first, in the order they were asked
-/// for, then the others by name.
+/// The installed outputs of `entry`: those that win collisions first, in the order they were
+/// asked for (each once), then the others by name.
 pub(crate) fn choose_outputs(
     entry: &LockEntry,
     selected: Option<&SelectedOutputs>,
+    schema: SchemaVersion,
 ) -> Result<Vec<ResolvedOutput>, UnknownOutput> {
-    let mut realised: BTreeSet<&str> = entry
-        .outputs
-        .keys()
-        .map(String::as_str)
-        .filter(|name| *name != STUBS)
-        .collect();
-
-    let to_install: Vec<&str> = match selected {
-        Some(SelectedOutputs::All) => realised.iter().copied().collect(),
+    let to_install = entry.outputs_to_install.as_deref().unwrap_or_default();
+    let mut outputs = Vec::with_capacity(entry.outputs.len());
+    let mut placed = BTreeSet::new();
+    if !schema.selects_outputs() {
+        for name in to_install {
+            if name != STUBS && placed.insert(name.as_str()) {
+                outputs.push(output(entry, name, true));
+            }
+        }
+        for name in entry.outputs.keys() {
+            if name != STUBS && placed.insert(name.as_str()) {
+                outputs.push(output(entry, name, false));
+            }
+        }
+        return Ok(outputs);
+    }
+    let names: Vec<&String> = match selected {
+        Some(SelectedOutputs::All) => entry.outputs.keys().collect(),
         Some(SelectedOutputs::Specific(names)) => {
             if let Some(missing) = names.iter().find(|name| !entry.outputs.contains_key(*name)) {
                 return Err(UnknownOutput {
@@ -58,34 +70,13 @@ pub(crate) fn choose_outputs(
                     available: entry.outputs.keys().cloned().collect(),
                 });
             }
-            // Asked for by name, so realised even if it is `stubs`.
-            realised.extend(names.iter().map(String::as_str));
-            names.iter().map(String::as_str).collect()
+            names.iter().collect()
         }
-        None => match entry
-            .requested_outputs
-            .as_ref()
-            .or(entry.outputs_to_install.as_ref())
-        {
-            Some(names) => names
-                .iter()
-                .map(String::as_str)
-                .filter(|name| realised.contains(name))
-                .collect(),
-            None => nix_default_outputs_to_install(&realised),
-        },
+        None => to_install.iter().collect(),
     };
-
-    let mut outputs = Vec::with_capacity(realised.len());
-    let mut placed = BTreeSet::new();
-    for name in &to_install {
-        if placed.insert(*name) {
+    for name in names {
+        if placed.insert(name.as_str()) {
             outputs.push(output(entry, name, true));
-        }
-    }
-    for name in &realised {
-        if placed.insert(*name) {
-            outputs.push(output(entry, name, false));
         }
     }
     Ok(outputs)
@@ -97,17 +88,6 @@ fn output(entry: &LockEntry, name: &str, to_install: bool) -> ResolvedOutput {
         store_path: entry.outputs[name].clone(),
         to_install,
     }
-}
-
-/// nixpkgs' default `meta.outputsToInstall`.
-fn nix_default_outputs_to_install<'a>(realised: &BTreeSet<&'a str>) -> Vec<&'a str> {
-    let main = ["bin", "out"]
-        .into_iter()
-        .find_map(|name| realised.get(name).copied())
-        .or_else(|| realised.first().copied());
-    main.into_iter()
-        .chain(realised.get("man").copied())
-        .collect()
 }
 
 #[cfg(test)]
@@ -132,7 +112,7 @@ mod tests {
                 .collect::<BTreeMap<_, _>>(),
             outputs_to_install: to_install
                 .map(|names| names.iter().map(|n| n.to_string()).collect()),
-            requested_outputs: None,
+            priority: None,
             flake: None,
             pname: None,
             version: None,
@@ -140,8 +120,12 @@ mod tests {
     }
 
     /// (name, to_install) in order.
-    fn chosen(entry: &LockEntry, selected: Option<&SelectedOutputs>) -> Vec<(String, bool)> {
-        choose_outputs(entry, selected)
+    fn chosen(
+        entry: &LockEntry,
+        selected: Option<&SelectedOutputs>,
+        schema: SchemaVersion,
+    ) -> Vec<(String, bool)> {
+        choose_outputs(entry, selected, schema)
             .unwrap()
             .into_iter()
             .map(|output| {
@@ -155,11 +139,14 @@ mod tests {
         items.iter().map(|(n, b)| (n.to_string(), *b)).collect()
     }
 
+    const V1: SchemaVersion = SchemaVersion::V1;
+    const LATEST: SchemaVersion = SchemaVersion::V1_15_0;
+
     #[test]
-    fn everything_but_stubs_is_realised_and_outputs_to_install_come_first() {
+    fn version_1_installs_everything_but_stubs_and_outputs_to_install_win() {
         let cudart = entry(&["dev", "lib", "out", "static", "stubs"], Some(&["out"]));
         assert_eq!(
-            chosen(&cudart, None),
+            chosen(&cudart, None, V1),
             pairs(&[
                 ("out", true),
                 ("dev", false),
@@ -167,79 +154,59 @@ mod tests {
                 ("static", false)
             ])
         );
+        // Without outputs_to_install every output is installed and none wins.
+        assert_eq!(
+            chosen(&entry(&["bin", "out"], None), None, V1),
+            pairs(&[("bin", false), ("out", false)])
+        );
+        // Listed twice (the catalog does that), placed once; stubs even listed stays out.
+        assert_eq!(
+            chosen(
+                &entry(&["out", "stubs", "man"], Some(&["out", "stubs", "out"])),
+                None,
+                V1
+            ),
+            pairs(&[("out", true), ("man", false)])
+        );
+    }
+
+    #[test]
+    fn schema_versions_install_outputs_to_install_only() {
         let curl = entry(
             &["bin", "dev", "devdoc", "man", "out"],
-            Some(&["bin", "man"]),
+            Some(&["bin", "man", "bin"]),
         );
         assert_eq!(
-            chosen(&curl, None),
-            pairs(&[
-                ("bin", true),
-                ("man", true),
-                ("dev", false),
-                ("devdoc", false),
-                ("out", false)
-            ])
+            chosen(&curl, None, LATEST),
+            pairs(&[("bin", true), ("man", true)])
         );
+        assert_eq!(chosen(&entry(&["out"], None), None, LATEST), pairs(&[]));
     }
 
     #[test]
-    fn all_makes_every_realised_output_win() {
+    fn all_installs_every_output_stubs_included() {
         let cudart = entry(&["dev", "out", "stubs"], Some(&["out"]));
         assert_eq!(
-            chosen(&cudart, Some(&SelectedOutputs::All)),
-            pairs(&[("dev", true), ("out", true)])
+            chosen(&cudart, Some(&SelectedOutputs::All), LATEST),
+            pairs(&[("dev", true), ("out", true), ("stubs", true)])
         );
     }
 
     #[test]
-    fn a_list_chooses_the_winners_and_can_bring_in_stubs() {
+    fn a_list_installs_exactly_those_outputs() {
         let cudart = entry(&["dev", "out", "stubs"], Some(&["out"]));
         let selected = SelectedOutputs::Specific(vec!["stubs".into(), "dev".into()]);
         assert_eq!(
-            chosen(&cudart, Some(&selected)),
-            pairs(&[("stubs", true), ("dev", true), ("out", false)])
+            chosen(&cudart, Some(&selected), LATEST),
+            pairs(&[("stubs", true), ("dev", true)])
         );
         let missing = SelectedOutputs::Specific(vec!["man".into()]);
         assert_eq!(
-            choose_outputs(&cudart, Some(&missing)).unwrap_err(),
+            choose_outputs(&cudart, Some(&missing), LATEST).unwrap_err(),
             UnknownOutput {
                 output: "man".into(),
                 available: vec!["dev".into(), "out".into(), "stubs".into()],
             }
         );
-    }
-
-    #[test]
-    fn requested_outputs_of_a_flake_win_over_the_package_default() {
-        let mut jq = entry(&["bin", "man", "out"], Some(&["bin", "man"]));
-        jq.requested_outputs = Some(vec!["out".into()]);
-        assert_eq!(
-            chosen(&jq, None),
-            pairs(&[("out", true), ("bin", false), ("man", false)])
-        );
-    }
-
-    #[test]
-    fn stubs_in_outputs_to_install_are_still_left_out() {
-        let odd = entry(&["out", "stubs"], Some(&["stubs", "out"]));
-        assert_eq!(chosen(&odd, None), pairs(&[("out", true)]));
-    }
-
-    #[test]
-    fn without_outputs_to_install_nix_defaults_apply() {
-        assert_eq!(
-            chosen(&entry(&["bin", "dev", "man", "out"], None), None),
-            pairs(&[("bin", true), ("man", true), ("dev", false), ("out", false)])
-        );
-        assert_eq!(
-            chosen(&entry(&["dev", "out"], None), None),
-            pairs(&[("out", true), ("dev", false)])
-        );
-        assert_eq!(
-            chosen(&entry(&["lib", "dev"], None), None),
-            pairs(&[("dev", true), ("lib", false)])
-        );
-        assert_eq!(chosen(&entry(&["stubs"], None), None), pairs(&[]));
     }
 }

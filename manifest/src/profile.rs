@@ -3,14 +3,16 @@
 //! Flox runs `common` in every shell and then the script for the shell at hand. Containers
 //! run bash, so `common` and `bash` are what nixlet sources; `zsh`, `fish` and `tcsh` are
 //! read (and type-checked) only so that a manifest written for laptops is accepted, and are
-//! reported as ignored.
+//! reported as ignored. `[profile.deactivate]` (schema 1.13.0 on) runs when a shell leaves the
+//! environment, which a container never does: it is type-checked and ignored too.
 
 use toml::Value;
 
 use crate::manifest::ManifestError;
+use crate::schema_version::SchemaVersion;
 use crate::toml_read::{as_table, check_keys, join_key, read_string};
 
-const KEYS: [&str; 5] = ["common", "bash", "zsh", "fish", "tcsh"];
+const SHELLS: [&str; 5] = ["common", "bash", "zsh", "fish", "tcsh"];
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Profile {
@@ -25,10 +27,20 @@ impl Profile {
     /// Reads `[profile]`, adding the scripts no container shell runs to `ignored`.
     pub(crate) fn from_toml(
         value: &Value,
+        schema: SchemaVersion,
         ignored: &mut Vec<String>,
     ) -> Result<Profile, ManifestError> {
         let table = as_table("profile", value)?;
-        check_keys("profile", table, &KEYS)?;
+        check_keys("profile", table, schema.profile_keys())?;
+        if let Some(deactivate) = table.get("deactivate") {
+            let key = "profile.deactivate";
+            let scripts = as_table(key, deactivate)?;
+            check_keys(key, scripts, &SHELLS)?;
+            for (shell, script) in scripts {
+                read_string(&join_key(key, shell), script)?;
+            }
+            ignored.push(key.to_string());
+        }
         let script = |name: &str| {
             table
                 .get(name)
@@ -67,7 +79,7 @@ mod tests {
 
     fn profile(text: &str) -> Result<Profile, ManifestError> {
         let document: toml::Table = text.parse().unwrap();
-        Profile::from_toml(&document["profile"], &mut Vec::new())
+        Profile::from_toml(&document["profile"], SchemaVersion::V1, &mut Vec::new())
     }
 
     #[test]
@@ -82,8 +94,25 @@ mod tests {
         assert_eq!(profile.bash_scripts(), vec!["echo common", "echo bash"]);
         let document: toml::Table = "[profile]\nfish = \"f\"\nbash = \"b\"".parse().unwrap();
         let mut ignored = Vec::new();
-        Profile::from_toml(&document["profile"], &mut ignored).unwrap();
+        Profile::from_toml(&document["profile"], SchemaVersion::V1, &mut ignored).unwrap();
         assert_eq!(ignored, vec!["profile.fish"]);
+        let document: toml::Table = "[profile.deactivate]\nbash = \"echo bye\"".parse().unwrap();
+        let mut ignored = Vec::new();
+        Profile::from_toml(&document["profile"], SchemaVersion::V1_13_0, &mut ignored).unwrap();
+        assert_eq!(ignored, vec!["profile.deactivate"]);
+        assert_eq!(
+            Profile::from_toml(&document["profile"], SchemaVersion::V1_12_0, &mut ignored)
+                .unwrap_err()
+                .to_string(),
+            "unknown key \"profile.deactivate\""
+        );
+        let document: toml::Table = "[profile.deactivate]\nksh = \"x\"".parse().unwrap();
+        assert_eq!(
+            Profile::from_toml(&document["profile"], SchemaVersion::V1_15_0, &mut ignored)
+                .unwrap_err()
+                .to_string(),
+            "unknown key \"profile.deactivate.ksh\""
+        );
     }
 
     #[test]

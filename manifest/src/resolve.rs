@@ -6,9 +6,11 @@ use std::collections::HashSet;
 
 use sha2::{Digest, Sha256};
 
+use crate::activate_mode::ActivateMode;
 use crate::containerize::ContainerizeConfig;
 use crate::flake_installable::FlakeInstallable;
 use crate::lock::{LockError, Lockfile};
+use crate::lock_freshness::{check_freshness, StaleLock};
 use crate::manifest::{Manifest, ManifestError};
 use crate::outputs::ResolvedOutput;
 use crate::packages::{resolve_packages, PackagesError};
@@ -42,8 +44,14 @@ pub struct ResolvedEnv {
     pub hook_on_activate: Option<String>,
     pub profile: Profile,
     pub containerize: ContainerizeConfig,
-    /// `options.activate.mode`: `"dev"` or `"run"` when the manifest sets it.
-    pub activate_mode: Option<String>,
+    /// `options.activate.mode`, when the manifest sets it.
+    pub activate_mode: Option<ActivateMode>,
+    /// With `[include]`, the names of the included environments whose packages, variables
+    /// and scripts were merged in, in merge order.
+    pub included: Vec<String>,
+    /// What the Create's log line should warn about: a lock made from a somewhat different
+    /// manifest (see `lock_freshness.rs`).
+    pub warnings: Vec<String>,
     /// The exact bytes of the generation's `manifest.lock`, when it has one.
     pub manifest_lock: Option<Vec<u8>>,
     /// The sha256 of [`ResolvedEnv::manifest_lock`]: what a digest pin names.
@@ -78,6 +86,8 @@ impl ResolvedEnv {
     }
 }
 
+// Each variant's message carries its cause's, so the cause is not also a `source`: a printer
+// that walks the chain (anyhow's `{:#}`) would say it twice.
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
     #[error("environment {reference:?} not found (searched: {})", searched_list(.searched))]
@@ -86,16 +96,15 @@ pub enum ResolveError {
         /// The sources asked, as they describe themselves.
         searched: Vec<String>,
     },
-    #[error("environment {reference:?}: {source_name}: {source}")]
+    #[error("environment {reference:?}: {source_name}: {problem}")]
     Source {
         reference: String,
         source_name: String,
-        #[source]
-        source: SourceError,
+        problem: SourceError,
     },
     #[error(
         "environment {reference:?} generation {generation}: invalid manifest {location:?}: \
-         {source}"
+         {problem}"
     )]
     InvalidManifest {
         reference: String,
@@ -103,36 +112,40 @@ pub enum ResolveError {
         /// The manifest's path or URL.
         location: String,
         /// Boxed because manifest errors are large and resolving is on the happy path.
-        #[source]
-        source: Box<ManifestError>,
+        problem: Box<ManifestError>,
     },
     #[error(
         "environment {reference:?} generation {generation}: invalid manifest.lock {location:?}: \
-         {source}"
+         {problem}"
     )]
     InvalidLock {
         reference: String,
         generation: u64,
         /// The lock's path or URL.
         location: String,
-        #[source]
-        source: Box<LockError>,
+        problem: Box<LockError>,
     },
-    #[error("environment {reference:?} generation {generation} at {location:?}: {source}")]
+    #[error("environment {reference:?} generation {generation} at {location:?}: {problem}")]
+    StaleLock {
+        reference: String,
+        generation: u64,
+        /// The generation's directory or URL.
+        location: String,
+        problem: StaleLock,
+    },
+    #[error("environment {reference:?} generation {generation} at {location:?}: {problem}")]
     Packages {
         reference: String,
         generation: u64,
         /// The generation's directory or URL.
         location: String,
-        #[source]
-        source: Box<PackagesError>,
+        problem: Box<PackagesError>,
     },
-    #[error("environment {reference:?} generation {generation}: {source}")]
+    #[error("environment {reference:?} generation {generation}: {problem}")]
     Vars {
         reference: String,
         generation: u64,
-        #[source]
-        source: VarsError,
+        problem: VarsError,
     },
 }
 
@@ -159,10 +172,10 @@ pub fn resolve(
     for source in sources {
         let found = source
             .load(reference)
-            .map_err(|error| ResolveError::Source {
+            .map_err(|problem| ResolveError::Source {
                 reference: reference.to_string(),
                 source_name: source.describe(),
-                source: error,
+                problem,
             })?;
         if found.is_some() {
             loaded = found;
@@ -179,6 +192,10 @@ pub fn resolve(
 }
 
 /// Resolves one generation a source has loaded.
+///
+/// With a lock, what runs is what was locked: the packages, variables, hook, profile and
+/// options of the lock's manifest (for `[include]`, the merged one). `manifest.toml` only
+/// decides whether the lock still belongs to it (`lock_freshness.rs`).
 pub fn resolve_loaded(
     loaded: LoadedEnvironment,
     system: &str,
@@ -186,68 +203,91 @@ pub fn resolve_loaded(
     let reference = loaded.reference.to_string();
     let generation = loaded.generation;
 
-    let manifest =
-        Manifest::parse(&loaded.manifest_toml).map_err(|source| ResolveError::InvalidManifest {
-            reference: reference.clone(),
-            generation,
-            location: loaded.manifest_location(),
-            source: Box::new(source),
-        })?;
-    if !manifest.ignored.is_empty() {
-        tracing::info!(
-            environment = %reference,
-            generation,
-            manifest = %loaded.manifest_location(),
-            ignored = ?manifest.ignored,
-            "manifest keys accepted but not acted on by nixlet"
-        );
-    }
+    // The lock first: a pre-1.0 environment's manifest has no version either, and the lock's
+    // error is the one that says what to do.
     let lock = loaded
         .manifest_lock
         .as_deref()
         .map(Lockfile::parse)
         .transpose()
-        .map_err(|source| ResolveError::InvalidLock {
+        .map_err(|problem| ResolveError::InvalidLock {
             reference: reference.clone(),
             generation,
             location: loaded.lock_location(),
-            source: Box::new(source),
+            problem: Box::new(problem),
         })?;
-    let packages = resolve_packages(&manifest, lock.as_ref(), system).map_err(|source| {
+    let manifest = Manifest::parse(&loaded.manifest_toml).map_err(|problem| {
+        ResolveError::InvalidManifest {
+            reference: reference.clone(),
+            generation,
+            location: loaded.manifest_location(),
+            problem: Box::new(problem),
+        }
+    })?;
+    let mut warnings = Vec::new();
+    if let Some(lock) = &lock {
+        let differs =
+            check_freshness(&manifest, lock).map_err(|problem| ResolveError::StaleLock {
+                reference: reference.clone(),
+                generation,
+                location: loaded.location.clone(),
+                problem,
+            })?;
+        warnings.extend(differs);
+    }
+    let environment = lock.as_ref().map_or(&manifest, |lock| &lock.manifest);
+    if !environment.ignored.is_empty() {
+        tracing::debug!(
+            environment = %reference,
+            generation,
+            ignored = ?environment.ignored,
+            "manifest keys accepted but not acted on by nixlet"
+        );
+    }
+    let packages = resolve_packages(environment, lock.as_ref(), system).map_err(|problem| {
         ResolveError::Packages {
             reference: reference.clone(),
             generation,
             location: loaded.location.clone(),
-            source: Box::new(source),
+            problem: Box::new(problem),
         }
     })?;
-    let vars = expand_vars(&manifest.vars).map_err(|source| ResolveError::Vars {
+    let vars = expand_vars(&environment.vars).map_err(|problem| ResolveError::Vars {
         reference: reference.clone(),
         generation,
-        source,
+        problem,
     })?;
     let lock_digest = loaded
         .manifest_lock
         .as_deref()
         .map(|bytes| Sha256::digest(bytes).into());
+    let included = lock
+        .as_ref()
+        .map(|lock| lock.included.clone())
+        .unwrap_or_default();
     tracing::debug!(
         environment = %reference,
         generation,
         system,
+        schema = %environment.schema,
         packages = packages.len(),
         locked = lock.is_some(),
+        included = ?included,
         "resolved environment"
     );
 
+    let environment = environment.clone();
     Ok(ResolvedEnv {
         reference: loaded.reference,
         generation,
         packages,
         vars,
-        hook_on_activate: manifest.hook_on_activate,
-        profile: manifest.profile,
-        containerize: manifest.containerize,
-        activate_mode: manifest.options.activate_mode,
+        hook_on_activate: environment.hook_on_activate,
+        profile: environment.profile,
+        containerize: environment.containerize,
+        activate_mode: environment.options.activate_mode,
+        included,
+        warnings,
         manifest_lock: loaded.manifest_lock,
         lock_digest,
     })
@@ -441,7 +481,7 @@ mod tests {
                 user: Some("1000:1000".into()),
             }
         );
-        assert_eq!(resolved.activate_mode.as_deref(), Some("run"));
+        assert_eq!(resolved.activate_mode, Some(ActivateMode::Run));
         assert_eq!(resolved.manifest_lock.as_deref(), Some(FIXTURE_LOCK));
         assert_eq!(
             resolved.lock_digest,
@@ -463,6 +503,8 @@ mod tests {
             },
             containerize: ContainerizeConfig::default(),
             activate_mode: None,
+            included: vec![],
+            warnings: vec![],
             manifest_lock: None,
             lock_digest: None,
         };
@@ -542,8 +584,75 @@ mod tests {
         assert_eq!(
             error_of(&sources, "acme/web"),
             "environment \"acme/web\" generation 4: invalid manifest.lock \
-             \"/a/acme/web/4/manifest.lock\": \"lockfile-version\" 0 is not supported; nixlet \
-             reads \"lockfile-version\": 1"
+             \"/a/acme/web/4/manifest.lock\": is \"lockfile-version\": 0, written by flox before \
+             1.0; its packages have no store paths, and flox itself no longer reads it: re-lock \
+             the environment with flox 1.x (set `version = 1` in manifest.toml, then `flox edit` \
+             or `flox activate` writes a \"lockfile-version\": 1 lock)"
+        );
+    }
+
+    #[test]
+    fn a_stale_lock_is_refused_naming_the_generation_and_the_install_ids() {
+        let manifest = format!("{FIXTURE_MANIFEST}\n[install.wget]\npkg-path = \"wget\"\n")
+            .replace("[install]\n", "[install]\nripgrep.pkg-path = \"ripgrep\"\n");
+        let sources: Vec<Box<dyn EnvironmentSource>> =
+            vec![FakeSource::locked("a", "acme/web", &manifest, FIXTURE_LOCK)];
+        assert_eq!(
+            error_of(&sources, "acme/web"),
+            "environment \"acme/web\" generation 4 at \"/a/acme/web/4\": manifest.toml installs \
+             install ids \"ripgrep\", \"wget\" that manifest.lock does not lock: the lock is \
+             older than the manifest. Re-lock the environment with the flox CLI (`flox edit`, or \
+             `flox activate` in the project directory) and publish both files again"
+        );
+    }
+
+    #[test]
+    fn what_runs_is_what_was_locked_with_a_warning_when_the_manifest_differs() {
+        let manifest = FIXTURE_MANIFEST
+            .replace("GREETING = \"hello\"", "GREETING = \"bonjour\"")
+            .replace(
+                "on-activate = \"\"\"",
+                "on-activate = \"\"\"\n  echo changed",
+            );
+        let sources: Vec<Box<dyn EnvironmentSource>> =
+            vec![FakeSource::locked("a", "acme/web", &manifest, FIXTURE_LOCK)];
+        let resolved = resolve(&sources, &reference("acme/web"), "x86_64-linux").unwrap();
+        assert_eq!(resolved.vars[0], ("GREETING".into(), "hello".into()));
+        assert_eq!(
+            resolved.hook_on_activate.as_deref(),
+            Some("  export HOOK_RAN=1\n")
+        );
+        assert_eq!(
+            resolved.warnings,
+            vec![
+                "manifest.toml differs from the manifest manifest.lock was made from at \
+                 \"hook.on-activate\" (\"  echo changed\\n  export HOOK_RAN=1\\n\" in \
+                 manifest.toml, \"  export HOOK_RAN=1\\n\" in the lock); nixlet runs what was \
+                 locked"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_cause_is_printed_once_whoever_prints_the_chain() {
+        let sources: Vec<Box<dyn EnvironmentSource>> = vec![FakeSource::new(
+            "a",
+            &[("acme/web", "schema-version = \"2.0.0\"")],
+        )];
+        let error = resolve(&sources, &reference("acme/web"), "x86_64-linux").unwrap_err();
+        let mut chain = error.to_string();
+        let mut source = std::error::Error::source(&error);
+        while let Some(inner) = source {
+            chain.push_str(&format!(": {inner}"));
+            source = inner.source();
+        }
+        assert_eq!(
+            chain,
+            "environment \"acme/web\" generation 4: invalid manifest \
+             \"/a/acme/web/4/manifest.toml\": \"schema-version\" \"2.0.0\" is not supported; \
+             nixlet reads `version = 1` and \"schema-version\" 1.10.0, 1.11.0, 1.12.0, 1.13.0, \
+             1.14.0, 1.15.0, 1.16.0, 1.17.0, 1.18.0, 1.19.0 (a newer flox wrote this manifest: \
+             write it with an older schema, or upgrade nixlet)"
         );
     }
 

@@ -138,13 +138,35 @@ fn an_unknown_manifest_key_names_the_key_and_the_file() {
 }
 
 #[test]
-fn an_edited_manifest_no_longer_matches_its_lock() {
+fn an_edited_manifest_runs_what_was_locked_unless_it_installs_something_new() {
     let (root, web) = publish();
     let manifest = web.join("2/manifest.toml");
     let text = fs::read_to_string(&manifest).unwrap();
     fs::write(
         &manifest,
         text.replace("jq.priority = 4", "jq.priority = 3"),
+    )
+    .unwrap();
+    let env = resolve(
+        &sources(root.path()),
+        &EnvRef::parse("acme/web").unwrap(),
+        "x86_64-linux",
+    )
+    .unwrap();
+    let jq = env.packages.iter().find(|p| p.install_id == "jq").unwrap();
+    assert_eq!(jq.priority, 4);
+    assert_eq!(
+        env.warnings,
+        vec![
+            "manifest.toml differs from the manifest manifest.lock was made from at \
+             \"install.jq.priority\" (3 in manifest.toml, 4 in the lock); nixlet runs what was \
+             locked"
+        ]
+    );
+
+    fs::write(
+        &manifest,
+        text.replace("[install]\n", "[install]\nwget.pkg-path = \"wget\"\n"),
     )
     .unwrap();
     let error = resolve(
@@ -156,8 +178,10 @@ fn an_edited_manifest_no_longer_matches_its_lock() {
     assert_eq!(
         error.to_string(),
         format!(
-            "environment \"acme/web\" generation 2 at {:?}: manifest.lock was made from another \
-             manifest: \"install.jq.priority\" is 3 in manifest.toml but 4 in the lock",
+            "environment \"acme/web\" generation 2 at {:?}: manifest.toml installs install id \
+             \"wget\" that manifest.lock does not lock: the lock is older than the manifest. \
+             Re-lock the environment with the flox CLI (`flox edit`, or `flox activate` in the \
+             project directory) and publish both files again",
             web.join("2").display().to_string()
         )
     );

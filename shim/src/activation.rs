@@ -118,6 +118,8 @@ mod tests {
             },
             containerize: ContainerizeConfig::default(),
             activate_mode: None,
+            included: vec![],
+            warnings: vec![],
             manifest_lock: None,
             lock_digest: None,
         }

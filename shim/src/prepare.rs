@@ -9,7 +9,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use nixlet_manifest::{select, EnvRef, ResolvedEnv, Selection, StorePath};
+use nixlet_manifest::{
+    activate_mode, select, skips_exec, EnvRef, ResolvedEnv, Selection, StorePath,
+};
 use nixlet_store::environment_sbom::environment_sbom;
 use nixlet_store::sbom::SBOM_VIEW_PATH;
 use nixlet_store::view_install::install_view;
@@ -22,7 +24,7 @@ use crate::activation::activation_files;
 use crate::bundle;
 use crate::create_error::{CreateError, Phase};
 use crate::create_report::{CreateReport, PodIdentity};
-use crate::env_overlay::{EnvOverlay, ViewFacts, CA_BUNDLE};
+use crate::env_overlay::{DevFacts, EnvOverlay, ViewFacts, CA_BUNDLE};
 use crate::gc_root;
 use crate::spec_rewrite::{rewrite_spec, CommandPlan};
 use crate::store_mounts::{nix_state_dir, plan_store_mounts};
@@ -40,6 +42,8 @@ pub enum Prepared {
     Rewritten {
         /// `owner/name:N`: the generation actually used.
         environment: String,
+        /// What the container's exec processes get: the container's own overlay, or nothing
+        /// for a container named in `skip-containers-exec`.
         overlay: EnvOverlay,
         /// The container's GC root, to remove at Delete.
         gc_root: PathBuf,
@@ -86,6 +90,9 @@ pub async fn prepare_bundle(
     let named = Some(reference.to_string());
     report.reference = named.clone();
     let fail = |phase, error: &dyn std::error::Error| CreateError::new(phase, named.clone(), error);
+    // Checked before anything is fetched: a typo in an annotation should not cost a download.
+    let mode_asked = activate_mode(&annotations).map_err(|error| fail(Phase::Resolve, &error))?;
+    let skip_exec = skips_exec(&annotations).map_err(|error| fail(Phase::Resolve, &error))?;
 
     let env = {
         let (config, reference) = (config.clone(), reference.clone());
@@ -103,6 +110,9 @@ pub async fn prepare_bundle(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "environment resolved"
     );
+    for warning in &env.warnings {
+        tracing::warn!(container = %container.id, pod = %report.pod, environment = %env.display_name(), %warning, "environment");
+    }
     let roots = env.store_paths();
 
     // One shared hold on Nix's GC lock from before the fetch until the container's GC root
@@ -156,7 +166,9 @@ pub async fn prepare_bundle(
         .await?
     };
     let command = command_plan(&env, &facts).map_err(|error| fail(Phase::Rewrite, &error))?;
-    let overlay = EnvOverlay::for_view(&env, &facts);
+    // The pod's annotation over the manifest's option, and Flox's default, dev.
+    let mode = mode_asked.or(env.activate_mode).unwrap_or_default();
+    let overlay = EnvOverlay::for_view(&env, &facts, mode);
 
     let mounts = plan_store_mounts(config, &roots, &view)
         .await
@@ -185,12 +197,18 @@ pub async fn prepare_bundle(
         environment = %environment,
         view = %view,
         mounts = mounts.count(),
+        activate_mode = %mode,
+        skip_exec,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "rewrote container spec"
     );
     Ok(Prepared::Rewritten {
         environment,
-        overlay,
+        overlay: if skip_exec {
+            EnvOverlay::none()
+        } else {
+            overlay
+        },
         gc_root,
     })
 }
@@ -306,10 +324,26 @@ fn view_facts(view: &StorePath) -> ViewFacts {
     let root = view.to_path_buf();
     ViewFacts {
         path: view.to_string(),
-        has_man: root.join("share/man").is_dir(),
-        has_info: root.join("share/info").is_dir(),
         has_ca_bundle: root.join(CA_BUNDLE).is_file(),
+        dev: DevFacts {
+            python_site_packages: python_site_packages(&root),
+            has_cmake: root.join("bin/cmake").exists(),
+            has_java: root.join("bin/java").exists(),
+            has_jupyter: root.join("share/jupyter").is_dir(),
+            has_rust_src: root.join("rustc-std-workspace-std").is_dir(),
+        },
     }
+}
+
+/// `lib/pythonX.Y/site-packages` for the view's `bin/python3`. Flox asks the interpreter for
+/// its version; nixlet reads it from the store path `bin/python3` leads to
+/// (`…-python3-3.12.4/bin/python3.12`), so that nothing from the environment runs on the host.
+fn python_site_packages(root: &Path) -> Option<String> {
+    let python = std::fs::canonicalize(root.join("bin/python3")).ok()?;
+    let name = python.file_name()?.to_str()?;
+    let version = name.strip_prefix("python")?;
+    let dir = format!("lib/python{version}/site-packages");
+    root.join(&dir).is_dir().then_some(dir)
 }
 
 #[derive(Debug, thiserror::Error)]

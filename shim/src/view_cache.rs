@@ -124,6 +124,8 @@ mod tests {
             profile: nixlet_manifest::Profile::default(),
             containerize: nixlet_manifest::ContainerizeConfig::default(),
             activate_mode: None,
+            included: vec![],
+            warnings: vec![],
             manifest_lock: None,
             lock_digest: None,
         };

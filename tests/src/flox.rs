@@ -16,6 +16,8 @@ pub struct FloxManifest {
     profile_common: Option<String>,
     cmd: Option<Vec<String>>,
     working_dir: Option<String>,
+    /// `options.activate.mode`.
+    activate_mode: Option<String>,
 }
 
 impl FloxManifest {
@@ -66,6 +68,79 @@ impl FloxManifest {
         self
     }
 
+    /// `[options] activate.mode`.
+    pub fn activate_mode(mut self, mode: &str) -> Self {
+        self.activate_mode = Some(mode.to_owned());
+        self
+    }
+
+    /// The manifest of an environment that includes the FloxHub environments `remotes`, as
+    /// `flox include` writes it: `schema-version`, and `[include]` before the rest.
+    pub fn toml_including(&self, remotes: &[&str]) -> String {
+        let mut out = String::from("schema-version = \"1.14.0\"\n\n[include]\nenvironments = [");
+        let items: Vec<String> = remotes
+            .iter()
+            .map(|remote| format!("{{ remote = {} }}", Value::from(*remote)))
+            .collect();
+        out.push_str(&items.join(", "));
+        out.push_str("]\n");
+        out.push_str(self.toml().trim_start_matches("version = 1\n"));
+        out
+    }
+
+    /// The lock Flox writes for [`FloxManifest::toml_including`]: `manifest` is the merge of
+    /// the included environments (in order) and this one, which wins on conflicts; hooks are
+    /// concatenated, included first (flox repo, cli/flox-manifest/src/compose/shallow.rs);
+    /// `packages` are every install of the merge; `compose` keeps this manifest as `composer`.
+    pub fn composed_lock(&self, included: &[(&str, &FloxManifest)]) -> Vec<u8> {
+        let mut merged = FloxManifest::default();
+        let mut hooks = Vec::new();
+        for (_, manifest) in included.iter().map(|(r, m)| (r, *m)).chain([(&"", self)]) {
+            for install in &manifest.installs {
+                merged.installs.retain(|(id, _, _)| *id != install.0);
+                merged.installs.push(install.clone());
+            }
+            for var in &manifest.vars {
+                merged.vars.retain(|(name, _)| *name != var.0);
+                merged.vars.push(var.clone());
+            }
+            hooks.extend(manifest.hook.clone());
+            if manifest.activate_mode.is_some() {
+                merged.activate_mode = manifest.activate_mode.clone();
+            }
+        }
+        merged.hook = (!hooks.is_empty()).then(|| hooks.join("\n"));
+        let mut merged_json = merged.json();
+        merged_json
+            .as_object_mut()
+            .expect("a manifest is an object")
+            .remove("version");
+        merged_json["schema-version"] = json!("1.14.0");
+        let mut composer = self.json();
+        let composer_doc = composer.as_object_mut().expect("a manifest is an object");
+        composer_doc.remove("version");
+        composer_doc.insert("schema-version".into(), json!("1.14.0"));
+        let remotes: Vec<Value> = included
+            .iter()
+            .map(|(remote, _)| json!({ "remote": remote }))
+            .collect();
+        composer_doc.insert("include".into(), json!({ "environments": remotes }));
+        let mut lock: Value = serde_json::from_slice(&merged.lock()).expect("our own lock");
+        lock["manifest"] = merged_json;
+        lock["compose"] = json!({
+            "composer": composer,
+            "include": included.iter().map(|(remote, manifest)| json!({
+                "name": remote.rsplit('/').next(),
+                "descriptor": { "remote": remote },
+                "manifest": manifest.json(),
+            })).collect::<Vec<_>>(),
+            "warnings": [],
+        });
+        let mut bytes = serde_json::to_vec_pretty(&lock).expect("a json value serialises");
+        bytes.push(b'\n');
+        bytes
+    }
+
     /// The manifest as TOML (strings written as JSON strings, which are valid TOML strings).
     pub fn toml(&self) -> String {
         let s = |text: &str| Value::from(text).to_string();
@@ -90,6 +165,9 @@ impl FloxManifest {
         }
         if let Some(common) = &self.profile_common {
             out.push_str(&format!("\n[profile]\ncommon = {}\n", s(common)));
+        }
+        if let Some(mode) = &self.activate_mode {
+            out.push_str(&format!("\n[options]\nactivate.mode = {}\n", s(mode)));
         }
         if self.cmd.is_some() || self.working_dir.is_some() {
             out.push_str("\n[containerize.config]\n");
@@ -142,7 +220,10 @@ impl FloxManifest {
             doc.insert("containerize".into(), json!({ "config": config }));
         }
         // Flox always writes `options`, empty or not.
-        doc.insert("options".into(), json!({}));
+        match &self.activate_mode {
+            Some(mode) => doc.insert("options".into(), json!({ "activate": { "mode": mode } })),
+            None => doc.insert("options".into(), json!({})),
+        };
         Value::Object(doc)
     }
 

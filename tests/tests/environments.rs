@@ -10,7 +10,7 @@ use nixlet_e2e::cri::{ContainerSpec, Cri, Pod};
 use nixlet_e2e::env_fixture::{tool_output, EnvPackages};
 use nixlet_e2e::expect::{
     assert_refused, env_map, environment_of, run_ok, start_fails, stderr_of, EMPTY_IMAGE_PATH,
-    ENVIRONMENT, SKIP_CONTAINERS,
+    ENVIRONMENT, FLOX_ACTIVATE_MODE, SKIP_CONTAINERS,
 };
 use nixlet_e2e::flox::FloxManifest;
 use nixlet_e2e::http_server::StaticServer;
@@ -167,7 +167,9 @@ fn check_view_on_host(view: &str, pk: &EnvPackages) -> Result<()> {
     Ok(())
 }
 
-/// The per-container environment: its own view, A's tool, no MANPATH or certificates.
+/// The per-container environment: its own view, A's tool, no certificates or variables of the
+/// other environment; MANPATH and INFOPATH point into the view even though it has no manuals,
+/// as Flox's activation always sets them.
 fn check_second_environment(cri: &Cri, pod: &Pod, reference: &str, first: &str) -> Result<()> {
     let out = run_ok(cri, pod, &sh("plain-reader", TOOL_AND_ENV))?;
     let (tool, env) = tool_and_env(&out)?;
@@ -177,7 +179,11 @@ fn check_second_environment(cri: &Cri, pod: &Pod, reference: &str, first: &str) 
         is_view_of(view, reference) && view != first,
         "second container's FLOX_ENV={view}"
     );
-    for absent in ["MANPATH", "INFOPATH", "SSL_CERT_FILE", "FIRST"] {
+    assert_eq!(
+        env.get("MANPATH").map(String::as_str),
+        Some(format!("{view}/share/man:").as_str())
+    );
+    for absent in ["SSL_CERT_FILE", "FIRST"] {
         ensure!(
             !env.contains_key(absent),
             "{absent} set without reason: {env:?}"
@@ -530,4 +536,95 @@ fn http_source_with_a_bearer_token() {
         assert_refused(&err, "resolve", &remote, &["cannot reach", &url]);
         Ok(())
     });
+}
+
+const INCLUDE_OWNER: &str = "e2e-include";
+
+/// An environment that includes another, as `flox include` locks it: the pod gets the
+/// included environment's packages on PATH, its variables and its hook, merged with the
+/// including environment's own (which wins a conflict). The merged manifest says
+/// `activate.mode = "run"`, so the container has none of the dev-mode build paths; the
+/// `flox.dev/activate-mode: dev` annotation on a second pod brings them in.
+#[test]
+fn an_including_environment_runs_the_merged_lock_in_its_activation_mode() {
+    let cleanup = StoreCleanup::default();
+    let (base, app) = (
+        format!("{INCLUDE_OWNER}/base"),
+        format!("{INCLUDE_OWNER}/app"),
+    );
+    cleanup.views_of(&app);
+    TestNode::run_test(
+        "an_including_environment_runs_the_merged_lock_in_its_activation_mode",
+        |node| {
+            let pk = packages(node, &cleanup, "e2e-envs-include")?;
+            let included = FloxManifest::new()
+                .install("tool", &pk.tool_b)
+                .install("bash", &pk.bash)
+                .install("coreutils", &pk.coreutils)
+                .var("BASE_GREETING", "from base")
+                .var("SHARED", "base loses")
+                .hook("export FROM_BASE_HOOK=\"base hook, $BASE_GREETING\"\n");
+            let own = FloxManifest::new()
+                .install("docs", &pk.docs)
+                .var("APP_VAR", "from app")
+                .var("SHARED", "app wins")
+                .hook("export FROM_APP_HOOK=\"app hook after $FROM_BASE_HOOK\"\n")
+                .activate_mode("run");
+            let lock = own.composed_lock(&[(base.as_str(), &included)]);
+            node.publish_locked(&app, 1, &own.toml_including(&[&base]), &lock)?;
+
+            let cri = node.cri();
+            let script = "tool; echo ---; env";
+            let run_pod = cri.run_pod(
+                &node
+                    .pod("include-run", NIXLET_HANDLER)
+                    .annotation(ENVIRONMENT, &app),
+            )?;
+            let out = run_ok(cri, &run_pod, &sh("app", script))?;
+            let (tool, env) = tool_and_env(&out)?;
+            assert_eq!(tool, tool_output("B"), "the included package is on PATH");
+            let var = |name: &str| env.get(name).map(String::as_str);
+            assert_eq!(var("BASE_GREETING"), Some("from base"));
+            assert_eq!(var("APP_VAR"), Some("from app"));
+            assert_eq!(var("SHARED"), Some("app wins"));
+            assert_eq!(var("FROM_BASE_HOOK"), Some("base hook, from base"));
+            assert_eq!(
+                var("FROM_APP_HOOK"),
+                Some("app hook after base hook, from base")
+            );
+            let view = var("FLOX_ENV").context("no FLOX_ENV")?.to_owned();
+            assert_eq!(var("FLOX_ENV_DIRS"), Some(view.as_str()));
+            assert_eq!(
+                var("INFOPATH"),
+                Some(format!("{view}/share/info:").as_str())
+            );
+            for dev_only in ["CPATH", "LIBRARY_PATH", "PKG_CONFIG_PATH", "ACLOCAL_PATH"] {
+                assert_eq!(var(dev_only), None, "{dev_only} in run mode");
+            }
+
+            let dev_pod = cri.run_pod(
+                &node
+                    .pod("include-dev", NIXLET_HANDLER)
+                    .annotation(ENVIRONMENT, &app)
+                    .annotation(FLOX_ACTIVATE_MODE, "dev"),
+            )?;
+            let out = run_ok(cri, &dev_pod, &sh("app", script))?;
+            let (tool, env) = tool_and_env(&out)?;
+            assert_eq!(tool, tool_output("B"));
+            let var = |name: &str| env.get(name).map(String::as_str);
+            assert_eq!(
+                var("FLOX_ENV"),
+                Some(view.as_str()),
+                "the same view in both modes"
+            );
+            assert_eq!(var("CPATH"), Some(format!("{view}/include").as_str()));
+            assert_eq!(var("LIBRARY_PATH"), Some(format!("{view}/lib").as_str()));
+            assert_eq!(
+                var("PKG_CONFIG_PATH"),
+                Some(format!("{view}/lib/pkgconfig:{view}/share/pkgconfig").as_str())
+            );
+            assert_eq!(var("FROM_BASE_HOOK"), Some("base hook, from base"));
+            Ok(())
+        },
+    );
 }
