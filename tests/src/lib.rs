@@ -22,6 +22,7 @@ pub mod cri;
 pub mod env_fixture;
 pub mod expect;
 pub mod flox;
+pub mod http_get;
 pub mod http_server;
 pub mod images;
 pub mod leftovers;

@@ -43,6 +43,16 @@ impl Fixture {
     pub fn busybox_bin(&self) -> String {
         format!("{}/bin/busybox", self.busybox)
     }
+
+    /// A container on the empty image that sleeps for an hour with the fixture's busybox: one
+    /// that runs while a test execs into it, kills shims or restarts containerd.
+    pub fn sleeper(&self, name: &str) -> crate::cri::ContainerSpec {
+        crate::cri::ContainerSpec::new(name, crate::images::EMPTY_IMAGE).command(&[
+            &self.busybox_bin(),
+            "sleep",
+            "3600",
+        ])
+    }
 }
 
 /// Where the fixture's inputs and GC-root links live (a directory inside a test's scratch dir).

@@ -3,14 +3,14 @@
 //! environment's PATH, answering `GET /`, and stopping at once on SIGTERM (StopContainer with a
 //! 30 s grace period, as `kubectl delete` sends it) instead of waiting for the SIGKILL.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context};
 use nixlet_e2e::containerd_config::NIXLET_HANDLER;
 use nixlet_e2e::cri::ContainerSpec;
+use nixlet_e2e::http_get::get_root;
 use nixlet_e2e::images::EMPTY_IMAGE;
 use nixlet_e2e::node::TestNode;
 use nixlet_e2e::node_config::manifest;
@@ -62,7 +62,7 @@ fn echoserver_answers_and_stops_at_once_on_sigterm() {
             "echoserver to answer",
             Duration::from_secs(20),
             Duration::from_millis(100),
-            || Ok(get(port).ok()),
+            || Ok(get_root(port).ok()),
         )?;
         let json: serde_json::Value = serde_json::from_str(&answer)?;
         ensure!(
@@ -82,17 +82,4 @@ fn echoserver_answers_and_stops_at_once_on_sigterm() {
         cri.stop_and_remove_pod(&pod.id)?;
         Ok(())
     });
-}
-
-fn get(port: u16) -> Result<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let Some((head, body)) = response.split_once("\r\n\r\n") else {
-        bail!("malformed HTTP response {response:?}");
-    };
-    ensure!(head.contains(" 200 "), "unexpected status line in {head:?}");
-    Ok(body.trim().to_string())
 }

@@ -11,11 +11,8 @@ use std::path::Path;
 
 use anyhow::{ensure, Context, Result};
 use nixlet_e2e::containerd_config::NIXLET_HANDLER;
-use nixlet_e2e::cri::ContainerSpec;
-use nixlet_e2e::images::EMPTY_IMAGE;
 use nixlet_e2e::nix_fixture::expected_hello_output;
 use nixlet_e2e::node::TestNode;
-use nixlet_e2e::node_config::manifest;
 
 const ENVIRONMENT: &str = "nixlet.dev/environment";
 const TAG: &str = "runc-options";
@@ -30,12 +27,7 @@ fn runc_options_of_the_node_config_reach_the_runc_shim() {
                 "[runtime.runc_options]\nRoot = \"{}\"\nNoNewKeyring = true\n",
                 runc_root.display()
             ))?;
-            let fixture = node.fixture(TAG)?;
-            node.publish(
-                "acme/hello",
-                1,
-                &manifest(&[("hello", &fixture.hello)], &[]),
-            )?;
+            let fixture = node.publish_hello("acme/hello", TAG)?;
 
             let cri = node.cri();
             let pod = cri.run_pod(
@@ -43,12 +35,7 @@ fn runc_options_of_the_node_config_reach_the_runc_shim() {
                     .pod("options", NIXLET_HANDLER)
                     .annotation(ENVIRONMENT, "acme/hello"),
             )?;
-            let server = ContainerSpec::new("server", EMPTY_IMAGE).command(&[
-                &fixture.busybox_bin(),
-                "sleep",
-                "3600",
-            ]);
-            let id = cri.run_container(&pod, &server)?;
+            let id = cri.run_container(&pod, &fixture.sleeper("server"))?;
             let exec = cri.exec_sync(&id, &["hello"])?;
             ensure!(
                 exec.stdout == expected_hello_output(TAG),

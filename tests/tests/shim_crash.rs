@@ -12,7 +12,6 @@ use nixlet_e2e::cri::ContainerSpec;
 use nixlet_e2e::images::EMPTY_IMAGE;
 use nixlet_e2e::nix_fixture::expected_hello_output;
 use nixlet_e2e::node::TestNode;
-use nixlet_e2e::node_config::manifest;
 use nixlet_e2e::{procs, wait};
 
 const ENVIRONMENT: &str = "nixlet.dev/environment";
@@ -37,24 +36,14 @@ fn a_killed_nixlet_shim_takes_its_runc_shim_with_the_pod() {
     TestNode::run_test(
         "a_killed_nixlet_shim_takes_its_runc_shim_with_the_pod",
         |node| {
-            let fixture = node.fixture(TAG)?;
-            node.publish(
-                "acme/hello",
-                1,
-                &manifest(&[("hello", &fixture.hello)], &[]),
-            )?;
+            let fixture = node.publish_hello("acme/hello", TAG)?;
             let cri = node.cri();
             let pod = cri.run_pod(
                 &node
                     .pod("crash", NIXLET_HANDLER)
                     .annotation(ENVIRONMENT, "acme/hello"),
             )?;
-            let server = ContainerSpec::new("server", EMPTY_IMAGE).command(&[
-                &fixture.busybox_bin(),
-                "sleep",
-                "3600",
-            ]);
-            let id = cri.run_container(&pod, &server)?;
+            let id = cri.run_container(&pod, &fixture.sleeper("server"))?;
             ensure!(cri.exec_sync(&id, &["hello"])?.stdout == expected_hello_output(TAG));
 
             let daemons = nixlet_daemons(node);

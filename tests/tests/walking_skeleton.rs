@@ -449,12 +449,7 @@ fn nixlet_pod_survives_a_containerd_restart() {
                 .pod("restart", NIXLET_HANDLER)
                 .annotation(ENVIRONMENT, "acme/hello"),
         )?;
-        let server = ContainerSpec::new("server", EMPTY_IMAGE).command(&[
-            &fixture.busybox_bin(),
-            "sleep",
-            "3600",
-        ]);
-        let id = node.cri().run_container(&pod, &server)?;
+        let id = node.cri().run_container(&pod, &fixture.sleeper("server"))?;
         assert_eq!(
             node.cri().exec_sync(&id, &["hello"])?.stdout,
             expected_hello_output(TAG)

@@ -6,13 +6,12 @@
 //! STORE_PATH is the echoserver built by `examples/echoserver/build-cache.sh`. The pod runs on an
 //! empty image; the program comes from the environment's PATH. Everything started is stopped.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use nixlet_e2e::containerd_config::NIXLET_HANDLER;
 use nixlet_e2e::cri::ContainerSpec;
+use nixlet_e2e::http_get::get_root;
 use nixlet_e2e::images::EMPTY_IMAGE;
 use nixlet_e2e::node::{Shim, TestNode};
 use nixlet_e2e::node_config::manifest;
@@ -84,7 +83,7 @@ fn run(node: &TestNode, store_path: &str) -> Result<()> {
 fn get_when_listening(port: u16, timeout: Duration) -> Result<String> {
     let deadline = Instant::now() + timeout;
     loop {
-        match get(port) {
+        match get_root(port) {
             Ok(body) => return Ok(body),
             Err(error) if Instant::now() > deadline => {
                 return Err(error).context(format!("GET / on port {port}"))
@@ -92,19 +91,4 @@ fn get_when_listening(port: u16, timeout: Duration) -> Result<String> {
             Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }
     }
-}
-
-fn get(port: u16) -> Result<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let Some((head, body)) = response.split_once("\r\n\r\n") else {
-        bail!("malformed HTTP response {response:?}");
-    };
-    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        bail!("unexpected status {:?}", head.lines().next().unwrap_or(""));
-    }
-    Ok(body.trim().to_string())
 }

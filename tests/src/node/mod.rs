@@ -299,6 +299,17 @@ impl TestNode {
         node_config::write_node_config_for_runtime(&self.nixlet_config, root, binary_name, "")
     }
 
+    /// Builds the fixture for `tag` and publishes its `hello` as generation 1 of `reference`.
+    pub fn publish_hello(&self, reference: &str, tag: &str) -> Result<Fixture> {
+        let fixture = self.fixture(tag)?;
+        self.publish(
+            reference,
+            1,
+            &node_config::manifest(&[("hello", &fixture.hello)], &[]),
+        )?;
+        Ok(fixture)
+    }
+
     /// The root, state and sockets of this node's containerd.
     pub fn containerd_paths(&self) -> &ContainerdPaths {
         &self.containerd_paths
