@@ -21,12 +21,15 @@ impl ProcessIdentity {
     }
 
     /// Whether this exact process still runs, looked up below `proc_root` (the host's `/proc`:
-    /// the DaemonSet runs with `hostPID`). An unreadable entry counts as gone.
+    /// the DaemonSet runs with `hostPID`). An unreadable entry counts as gone, and so does a
+    /// zombie: it writes nothing more. (A shim daemon is orphaned once its `start` exits; an
+    /// init that reaps lazily leaves it a zombie for a while, as seen on these VMs.)
     pub fn is_alive(&self, proc_root: &Path) -> bool {
-        std::fs::read_to_string(proc_root.join(self.pid.to_string()).join("stat"))
-            .ok()
-            .and_then(|stat| start_ticks(&stat))
-            == Some(self.start_ticks)
+        let Ok(stat) = std::fs::read_to_string(proc_root.join(self.pid.to_string()).join("stat"))
+        else {
+            return false;
+        };
+        start_ticks(&stat) == Some(self.start_ticks) && !is_dead_state(&stat)
     }
 
     /// `shim-<pid>-<start>.jsonl`.
@@ -43,6 +46,13 @@ impl ProcessIdentity {
             start_ticks: start.parse().ok()?,
         })
     }
+}
+
+/// Whether a `stat` line's state (field 3) is zombie or dead.
+fn is_dead_state(stat: &str) -> bool {
+    stat.rfind(')')
+        .and_then(|end| stat[end + 1..].split_whitespace().next())
+        .is_some_and(|state| matches!(state, "Z" | "X" | "x"))
 }
 
 /// The start time in a `stat` line. The command name (field 2) may hold spaces and parentheses,
@@ -89,5 +99,28 @@ mod tests {
             ..me
         };
         assert!(!reused.is_alive(Path::new("/proc")));
+    }
+
+    #[test]
+    fn a_zombie_is_not_alive() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let stat_path = format!("/proc/{}/stat", child.id());
+        // Not reaped yet: once `true` exits, it stays a zombie until `wait` below.
+        let stat = (0..200)
+            .find_map(|_| {
+                let stat = std::fs::read_to_string(&stat_path).unwrap();
+                if is_dead_state(&stat) {
+                    return Some(stat);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                None
+            })
+            .expect("the child became a zombie");
+        let zombie = ProcessIdentity {
+            pid: child.id(),
+            start_ticks: start_ticks(&stat).unwrap(),
+        };
+        assert!(!zombie.is_alive(Path::new("/proc")));
+        child.wait().unwrap();
     }
 }
