@@ -14,6 +14,7 @@
 
 pub mod agent;
 pub mod binary_cache;
+pub mod census;
 pub mod cgroups;
 pub mod containerd;
 pub mod containerd_config;
@@ -21,10 +22,12 @@ pub mod containerd_version;
 pub mod cri;
 pub mod env_fixture;
 pub mod expect;
+pub mod fault_server;
 pub mod flox;
 pub mod http_server;
 pub mod images;
 pub mod leftovers;
+pub mod machine;
 pub mod mounts;
 pub mod nix_fixture;
 pub mod node;
