@@ -18,6 +18,27 @@ use nixlet_e2e::census::{Census, CensusScope};
 use nixlet_e2e::node::{Shim, TestNode};
 use nixlet_e2e::{procs, shim_build, wait};
 
+/// A private store's Nix state directory, below the node's scratch directory.
+pub const PRIVATE_NIX_STATE: &str = "nix-state";
+
+/// A Nix state directory (database, GC lock, roots) as Nix itself makes it.
+fn init_nix_state(dir: &Path) -> Result<()> {
+    let out = Command::new("nix-store")
+        .arg("--init")
+        .env("NIX_STATE_DIR", dir)
+        .stdin(Stdio::null())
+        .output()
+        .context("running nix-store --init")?;
+    if !out.status.success() {
+        bail!(
+            "nix-store --init in {} failed: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
 /// Where Nix looks for GC roots; a node's own directory goes below it.
 const NIX_GCROOTS: &str = "/nix/var/nix/gcroots";
 /// Store trees must be on the store's filesystem (they hard-link store files).
@@ -84,6 +105,18 @@ impl Ids {
     }
 }
 
+/// How often the pods' removal is tried (a second apart) before it counts as failed.
+const REMOVAL_ROUNDS: usize = 10;
+
+/// What removing a node's pods ran into.
+#[derive(Debug, Default)]
+pub struct Removal {
+    /// Still failing after the last round.
+    pub failed: Vec<String>,
+    /// Failed in an earlier round, then went.
+    pub retried: Vec<String>,
+}
+
 /// `nixlet gc --grace-secs 0` for one node.
 #[derive(Debug, Clone)]
 pub struct GcCommand {
@@ -119,9 +152,9 @@ pub type Wrapper = Box<dyn FnOnce(&Path) -> Vec<String>>;
 pub struct NodeOptions {
     /// Starts containerd through this argv prefix (given the scratch directory).
     pub wrapper: Option<Wrapper>,
-    /// The node has no Nix database (paths are not registered; a path is there when its
-    /// directory is) and keeps its GC roots in its scratch directory: for a store that only
-    /// this node's mount namespace sees.
+    /// The node has a Nix state directory of its own (database, GC lock, GC roots; made by
+    /// `nix-store --init`) in its scratch directory instead of the host's: for a store that
+    /// only this node's mount namespace sees.
     pub private_store: bool,
     /// Runs `nixlet node run` alongside.
     pub agent: bool,
@@ -161,17 +194,20 @@ impl RelNode {
             .context("node has no scratch")?
             .to_owned();
         let (gc_roots_dir, gcroots_parent, trees_dir) = if options.private_store {
-            (scratch.join("gcroots/nixlet"), None, None)
+            (
+                scratch.join(PRIVATE_NIX_STATE).join("gcroots/nixlet"),
+                None,
+                None,
+            )
         } else {
             let roots = Path::new(NIX_GCROOTS).join(format!("nixlet-{tag}"));
             let trees = Path::new(TREES_PARENT).join(format!("trees-{tag}"));
             (roots.clone(), Some(roots), Some(trees))
         };
-        fs::create_dir_all(&gc_roots_dir)?;
         if options.private_store {
-            // The GC lock lives beside the (absent) database: nix_db's grandparent.
-            fs::create_dir_all(scratch.join("no-nix/db"))?;
+            init_nix_state(&scratch.join(PRIVATE_NIX_STATE))?;
         }
+        fs::create_dir_all(&gc_roots_dir)?;
         let mut rel = RelNode {
             node,
             name: name.to_owned(),
@@ -204,13 +240,16 @@ impl RelNode {
         let mut top = format!("gc_roots_dir = \"{}\"\n", self.gc_roots_dir.display());
         let mut extra = LIMITS.toml();
         if self.private_store {
+            let state = scratch.join(PRIVATE_NIX_STATE);
             top.push_str(&format!(
                 "nix_db = \"{}\"\n",
-                scratch.join("no-nix/db/db.sqlite").display()
+                state.join("db/db.sqlite").display()
             ));
+            // Store trees hard-link store files, which a store of its own on another
+            // filesystem cannot give: one bind mount per path.
             extra.push_str(&format!(
                 "\n[gc]\ngcroots_dir = \"{}\"\n\n[mounts]\nstrategy = \"per-path\"\n",
-                scratch.join("gcroots").display()
+                state.join("gcroots").display()
             ));
         } else if let Some(trees) = &self.trees_dir {
             extra.push_str(&format!(
@@ -356,9 +395,24 @@ impl RelNode {
         self.census()
     }
 
-    /// Stops and removes every pod of the node, as the kubelet does when they are deleted.
-    pub fn remove_all_pods(&self) -> Vec<String> {
-        self.node.cri().remove_all_pods()
+    /// Stops and removes every pod of the node, as the kubelet does when they are deleted,
+    /// retrying for a while as the kubelet does too. Returns what still failed in the end,
+    /// and what failed on the way (a removal that needed a retry).
+    pub fn remove_all_pods(&self) -> Removal {
+        let mut removal = Removal::default();
+        for round in 0..REMOVAL_ROUNDS {
+            let problems = self.node.cri().remove_all_pods();
+            if problems.is_empty() {
+                return removal;
+            }
+            if round + 1 == REMOVAL_ROUNDS {
+                removal.failed = problems;
+            } else {
+                removal.retried.extend(problems);
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+        removal
     }
 
     /// `nixlet gc` with this node's config and no grace period: deletes every path nixlet
@@ -375,8 +429,24 @@ impl RelNode {
         })
     }
 
-    /// Tears the node down; returns what its teardown had to undo (leaks) or could not.
+    /// Removes the pods, collects garbage, and tears the node down; returns what was left
+    /// (a store tree that survived `nixlet gc`, say) and what the teardown had to undo.
     pub fn finish(self) -> Vec<String> {
+        let mut leaks = Vec::new();
+        let removal = self.remove_all_pods();
+        leaks.extend(
+            removal
+                .failed
+                .iter()
+                .map(|p| format!("removing the pods: {p}")),
+        );
+        // A private store is only seen from containerd's namespace: `nixlet gc` run here would
+        // look at the host's.
+        if removal.failed.is_empty() && !self.private_store {
+            if let Err(e) = self.nixlet_gc() {
+                leaks.push(format!("{e:#}"));
+            }
+        }
         let RelNode {
             node,
             name,
@@ -385,7 +455,6 @@ impl RelNode {
             agent,
             ..
         } = self;
-        let mut leaks = Vec::new();
         // By pid, the one process it started.
         drop(agent);
         if let Err(e) = node.finish() {

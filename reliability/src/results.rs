@@ -67,6 +67,16 @@ pub struct Figure {
     pub unit: String,
 }
 
+/// The counts of a scenario, as the summary table shows them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub runs: usize,
+    pub failures: usize,
+    pub leaks: usize,
+    pub invalid_paths: usize,
+    pub longest_recovery_ms: Option<f64>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ScenarioReport {
     /// The command-line name (`shim-kill`, …).
@@ -86,6 +96,8 @@ pub struct ScenarioReport {
     pub seconds: f64,
     /// UTC time the scenario finished.
     pub finished: String,
+    /// Derived from the runs when the scenario finished (for readers of the JSON).
+    pub summary: Option<Summary>,
 }
 
 impl ScenarioReport {
@@ -102,7 +114,19 @@ impl ScenarioReport {
             error: None,
             seconds: 0.0,
             finished: String::new(),
+            summary: None,
         }
+    }
+
+    /// Fills [`Self::summary`] from the runs.
+    pub fn summarize(&mut self) {
+        self.summary = Some(Summary {
+            runs: self.runs.len(),
+            failures: self.failures(),
+            leaks: self.leaks(),
+            invalid_paths: self.invalid_paths(),
+            longest_recovery_ms: self.longest_recovery_ms(),
+        });
     }
 
     pub fn figure(&mut self, name: impl Into<String>, value: f64, unit: &str) {

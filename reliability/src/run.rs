@@ -103,6 +103,7 @@ pub fn run(options: &Options) -> Result<Results> {
         }
         report.seconds = started.elapsed().as_secs_f64();
         report.finished = utc_now();
+        report.summarize();
         report::print_summary(&report);
         results.scenarios.insert(report.name.clone(), report);
         results.write_json(&json)?;

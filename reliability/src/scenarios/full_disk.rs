@@ -3,8 +3,8 @@
 //! a private mount namespace where `/nix/store` is an overlay of the host's store with a small
 //! tmpfs on top, filled with a ballast file but for a little room. Everything nixlet writes to
 //! the store then lands on the tmpfs, which only that namespace sees; the host's store and Nix
-//! database are not touched (the node has no Nix database: paths are not registered, a path is
-//! present when its directory is), and the namespace ends with containerd and its shims.
+//! database are not touched (the node registers paths in a Nix state directory of its own, made
+//! by `nix-store --init`), and the namespace ends with containerd and its shims.
 //!
 //! A pod of an environment whose busybox does not fit must fail with a clear `nixlet: install …
 //! no space` error and leave no partial path; once the ballast is removed, the kubelet's retry
@@ -13,6 +13,7 @@
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{bail, Context as _, Result};
@@ -22,7 +23,7 @@ use nixlet_e2e::store_paths::{dump_hash, STORE_DIR};
 
 use super::Context;
 use crate::kubelet::{self, app};
-use crate::rel_node::{NodeOptions, RelNode};
+use crate::rel_node::{NodeOptions, RelNode, PRIVATE_NIX_STATE};
 use crate::remote_envs::{CacheSet, RemoteEnv};
 use crate::results::{RunRecord, ScenarioReport};
 
@@ -39,7 +40,7 @@ const SMALL_FS: &str = "small-store-fs";
 pub fn run(ctx: &Context, report: &mut ScenarioReport) -> Result<()> {
     let runs = ctx.runs(1, 3);
     report.method = vec![
-        format!("containerd runs in a private mount namespace (`unshare --mount`) where `/nix/store` is an overlay of the host's store with a {} MiB tmpfs on top, filled by a ballast file to {} KiB of room: every store write of that node (temporaries, paths, views) lands on the tmpfs, which only the namespace sees; the host's store and Nix database are untouched (the node has no Nix database, so paths are not registered).", TMPFS_BYTES >> 20, ROOM >> 10),
+        format!("containerd runs in a private mount namespace (`unshare --mount`) where `/nix/store` is an overlay of the host's store with a {} MiB tmpfs on top, filled by a ballast file to {} KiB of room: every store write of that node (temporaries, paths, views) lands on the tmpfs, which only the namespace sees; the host's store and Nix database are untouched (the node registers paths in a Nix database of its own, made by `nix-store --init`, and the checks run Nix inside the namespace with it).", TMPFS_BYTES >> 20, ROOM >> 10),
         format!("{runs} run(s): a pod of an environment whose busybox (about 1 MiB) does not fit. Its StartContainer must fail with an error starting `nixlet: install` that says there is no space left, the store must hold no temporary and no partial path of the closure (every path of it there must hash as in the cache), and once the ballast is removed the kubelet's retry must run the pod. Recovery: from freeing the space until the pod ran."),
     ];
     let work = ctx.dir("full-disk")?;
@@ -107,6 +108,7 @@ fn scenario(
     let scratch = node.node.scratch_path().context("no scratch")?.to_owned();
     let small_fs = ns_root.join(scratch.join(SMALL_FS).strip_prefix("/")?);
     let ns_store = ns_root.join(STORE_DIR.trim_start_matches('/'));
+    let nix_state = scratch.join(PRIVATE_NIX_STATE);
     let mounted = fs::read_to_string(format!("/proc/{pid}/mountinfo"))?;
     if !mounted.contains("nixlet-rel-store") {
         bail!("containerd's namespace has no overlay on {STORE_DIR}:\n{mounted}");
@@ -118,15 +120,21 @@ fn scenario(
     for i in 0..runs {
         eprintln!("full-disk: run {}/{runs}", i + 1);
         let mut record = RunRecord::new("busybox does not fit");
-        if let Err(e) = one_run(node, env, &small_fs, &ns_store, &mut record) {
+        if let Err(e) = one_run(
+            node,
+            env,
+            &small_fs,
+            (&ns_store, pid, &nix_state),
+            &mut record,
+        ) {
             record.fail(format!("{e:#}"));
         }
-        for problem in node.remove_all_pods() {
-            record.fail(format!("removing the pods: {problem}"));
-        }
+        super::closing::remove_pods(node, &mut record);
         let after = node.settled_census();
         record.leaks.extend(after.leaks_since(&baseline));
-        record.invalid_paths.extend(invalid_in(&ns_store, env));
+        record
+            .invalid_paths
+            .extend(invalid_in(&ns_store, pid, &nix_state, env));
         clear_store(&ns_store, env)?;
         report.runs.push(record);
     }
@@ -137,13 +145,17 @@ fn scenario(
     Ok(())
 }
 
+/// The namespace's store as seen from the host, containerd's pid, the node's Nix state.
+type NsStore<'a> = (&'a Path, u32, &'a Path);
+
 fn one_run(
     node: &RelNode,
     env: &RemoteEnv,
     small_fs: &Path,
-    ns_store: &Path,
+    store: NsStore<'_>,
     record: &mut RunRecord,
 ) -> Result<()> {
+    let (ns_store, pid, nix_state) = store;
     let ballast = small_fs.join("ballast");
     fill_leaving(&ballast, ROOM)?;
     let spec = node
@@ -169,7 +181,7 @@ fn one_run(
     if !nixlet.starts_with("nixlet: install") || !nixlet.contains("No space left on device") {
         record.fail("the error does not say `nixlet: install …` with no space left");
     }
-    for leftover in partials(ns_store, env) {
+    for leftover in partials(ns_store, pid, nix_state, env) {
         record.fail(format!("left after the refusal: {leftover}"));
     }
     fs::remove_file(&ballast).context("freeing space")?;
@@ -208,8 +220,8 @@ fn fill_leaving(file: &Path, room: u64) -> Result<()> {
     Ok(())
 }
 
-/// Temporaries of the closure, and closure paths whose contents are not what the cache has.
-fn partials(ns_store: &Path, env: &RemoteEnv) -> Vec<String> {
+/// Temporaries of the closure, and invalid closure paths.
+fn partials(ns_store: &Path, pid: u32, nix_state: &Path, env: &RemoteEnv) -> Vec<String> {
     let mut found = Vec::new();
     for path in env.closure.paths() {
         let base = path.trim_start_matches(&format!("{STORE_DIR}/"));
@@ -218,18 +230,41 @@ fn partials(ns_store: &Path, env: &RemoteEnv) -> Vec<String> {
             found.push(format!("temporary {}", temp.display()));
         }
     }
-    found.extend(invalid_in(ns_store, env));
+    found.extend(invalid_in(ns_store, pid, nix_state, env));
     found
 }
 
-/// Closure paths present in the namespace's store whose NAR differs from the one built.
-fn invalid_in(ns_store: &Path, env: &RemoteEnv) -> Vec<String> {
+/// Closure paths present in the namespace's store that its Nix does not hold valid (`nix-store
+/// --verify-path` run in containerd's mount namespace with the node's Nix state), or whose NAR
+/// differs from the one built.
+fn invalid_in(ns_store: &Path, pid: u32, nix_state: &Path, env: &RemoteEnv) -> Vec<String> {
     let mut invalid = Vec::new();
     for path in env.closure.paths() {
         let base = path.trim_start_matches(&format!("{STORE_DIR}/"));
         let here = ns_store.join(base);
         if here.symlink_metadata().is_err() {
             continue;
+        }
+        let verified = Command::new("nsenter")
+            .args([
+                "--target",
+                &pid.to_string(),
+                "--mount",
+                "--",
+                "nix-store",
+                "--verify-path",
+                &path,
+            ])
+            .env("NIX_STATE_DIR", nix_state)
+            .stdin(Stdio::null())
+            .output();
+        match verified {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => invalid.push(format!(
+                "{path}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )),
+            Err(e) => invalid.push(format!("{path}: cannot run nsenter: {e}")),
         }
         let expected = &env.closure.dump_hashes[&path];
         match dump_hash(&here.display().to_string()) {

@@ -33,7 +33,7 @@ pub fn run(ctx: &Context, report: &mut ScenarioReport) -> Result<()> {
     let starts = ctx.runs(6, 60);
     report.method = vec![
         format!("{ENVIRONMENTS} environments fetched from a loopback cache; one pod of each runs throughout while {starts} more pods of them start (until their app prints the environment's output) and are removed, one after the other."),
-        "Meanwhile, in a loop each: `nixlet gc --grace-secs 0` (collects every unrooted path nixlet installed on the node, and unused store trees), and the host Nix's `nix-store --delete` of each of the test's paths, views included (Nix's own collector, which honours roots and the GC lock, limited to the test's paths so the machine's store is left alone). Deletions that succeed are counted: paths of stopped pods do go.".into(),
+        "Meanwhile, in a loop each: `nixlet gc --grace-secs 0` every 2 s (collects every unrooted path nixlet installed on the node, and unused store trees), and, every 0.2 s, the host Nix's `nix-store --delete` of each of the test's paths, views included (Nix's own collector, which honours roots and the GC lock, limited to the test's paths so the machine's store is left alone). Deletions that succeed are counted: paths of stopped pods do go.".into(),
         "A start behaves if the app prints its environment's output. Every 2 s each running pod must answer exec (`fetched-tool`, which reads the data path with the closure's busybox) and its closure and view must be in the store; a running pod's run fails at the first miss.".into(),
     ];
     let work = ctx.dir("gc-race")?;
@@ -150,7 +150,8 @@ fn scenario(
                         .push(format!("{e:#}"));
                 }
                 nixlet_runs.fetch_add(1, Ordering::SeqCst);
-                thread::sleep(Duration::from_millis(500));
+                // Slower than Nix's loop below, so that both find paths to delete.
+                thread::sleep(Duration::from_secs(2));
             }
         });
         let (targets, nix_deleted, nix_runs) = (&targets, &nix_deleted, &nix_runs);
@@ -163,7 +164,7 @@ fn scenario(
                     }
                 }
                 nix_runs.fetch_add(1, Ordering::SeqCst);
-                thread::sleep(Duration::from_millis(500));
+                thread::sleep(Duration::from_millis(200));
             }
         });
         while !stop.load(Ordering::SeqCst) {

@@ -86,7 +86,7 @@ fn scenario(
         .pod("warm-up", NIXLET_HANDLER)
         .annotation(ENVIRONMENT, &env.reference);
     kubelet::start_pod(node.ids(), cri, &first).context("the warm-up pod")?;
-    if let Some(problem) = node.remove_all_pods().into_iter().next() {
+    if let Some(problem) = node.remove_all_pods().failed.into_iter().next() {
         anyhow::bail!("removing the warm-up pod: {problem}");
     }
     let baseline = node.settled_census();
