@@ -124,6 +124,14 @@ pub struct GcCommand {
     config: PathBuf,
 }
 
+/// Store paths a `nixlet gc` report says it deleted.
+pub fn paths_deleted(report: &str) -> usize {
+    report
+        .lines()
+        .filter(|l| l.starts_with("deleted /nix/store/"))
+        .count()
+}
+
 impl GcCommand {
     pub fn run(&self) -> Result<String> {
         let out = Command::new(&self.cli)

@@ -73,7 +73,16 @@ pub fn scenario_names() -> Vec<&'static str> {
 pub fn run(options: &Options) -> Result<Results> {
     let missing = nixlet_e2e::prereq::missing();
     if !missing.is_empty() {
-        bail!("this host cannot run the suite: {}", missing.join("; "));
+        // As the e2e tests do: a developer machine skips, CI (`CI=true`) must not pass by
+        // running nothing.
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            bail!("this host cannot run the suite: {}", missing.join("; "));
+        }
+        eprintln!("nixlet-reliability: skipping: {}", missing.join("; "));
+        return Ok(Results {
+            machine: Machine::describe(),
+            scenarios: Default::default(),
+        });
     }
     let work = nixlet_e2e::shim_build::target_dir()?.join("nixlet-reliability");
     std::fs::create_dir_all(&work)?;

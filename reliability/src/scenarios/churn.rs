@@ -19,7 +19,7 @@ use nixlet_e2e::procs;
 use super::closing::{baseline, close_run};
 use super::Context;
 use crate::kubelet;
-use crate::rel_node::{NodeOptions, RelNode};
+use crate::rel_node::{paths_deleted, NodeOptions, RelNode};
 use crate::remote_envs::CacheSet;
 use crate::results::{RunRecord, ScenarioReport};
 use crate::slope::{median, slope};
@@ -104,6 +104,7 @@ fn scenario(
     let records: Mutex<Vec<(usize, RunRecord, f64)>> = Mutex::new(Vec::new());
     let samples: Mutex<Vec<Sample>> = Mutex::new(Vec::new());
     let gc_runs = AtomicUsize::new(0);
+    let gc_deleted = AtomicUsize::new(0);
     let gc_errors: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let ids = node.ids().clone();
     let gc = node.gc_command()?;
@@ -140,13 +141,17 @@ fn scenario(
             });
         }
         let (stop_ref, gc_runs, gc_errors, gc) = (&stop, &gc_runs, &gc_errors, &gc);
+        let gc_deleted = &gc_deleted;
         scope.spawn(move || {
             while !stop_ref.load(Ordering::SeqCst) {
-                if let Err(e) = gc.run() {
-                    gc_errors
+                match gc.run() {
+                    Ok(out) => {
+                        gc_deleted.fetch_add(paths_deleted(&out), Ordering::SeqCst);
+                    }
+                    Err(e) => gc_errors
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .push(format!("{e:#}"));
+                        .push(format!("{e:#}")),
                 }
                 gc_runs.fetch_add(1, Ordering::SeqCst);
                 sleep_unless(stop_ref, gc_every);
@@ -243,8 +248,9 @@ fn scenario(
     report.runs.push(flat);
     let failed = report.runs.iter().filter(|r| !r.ok).count();
     report.findings.push(format!(
-        "{cycles} cycles in {elapsed:.0} s with {} `nixlet gc` runs in between: {failed} failed run(s).",
-        gc_runs.load(Ordering::SeqCst)
+        "{cycles} cycles in {elapsed:.0} s with {} `nixlet gc` runs in between, which deleted {} store paths that later pods fetched again: {failed} failed run(s).",
+        gc_runs.load(Ordering::SeqCst),
+        gc_deleted.load(Ordering::SeqCst)
     ));
     Ok(())
 }

@@ -52,7 +52,9 @@ pub fn run(ctx: &Context, report: &mut ScenarioReport) -> Result<()> {
                 namespace_wrapper(&scratch.join(SMALL_FS))
             })),
             private_store: true,
-            agent: false,
+            // As on a real node: the agent reads the shims' telemetry and removes the files of
+            // exited shims (without it they stay by design).
+            agent: true,
         },
     )?;
     let outcome = scenario(&node, &set, runs, report);

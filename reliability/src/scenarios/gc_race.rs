@@ -1,11 +1,12 @@
 //! Garbage collection while pods start and run. Three pods run (one per environment) while
-//! more pods of the same environments start and go, and two collectors loop over the same
-//! store: `nixlet gc --grace-secs 0` (nixlet's own, which deletes every unrooted path it
-//! installed) and the host Nix's `nix-store --delete` of each of the test's paths, views
-//! included (what `nix-collect-garbage` would do to them, without collecting the rest of the
-//! machine's store). No path of a running or starting container may go: every start must give
-//! the environment's output, every running container must keep answering exec, and its
-//! closure and view must stay in the store.
+//! pods of two other environments start and go one after the other, so that each of those
+//! closures is garbage between its pods and is being fetched again while the collectors look
+//! at it. Two collectors loop over the same store: `nixlet gc --grace-secs 0` (nixlet's own,
+//! which deletes every unrooted path it installed) and the host Nix's `nix-store --delete` of
+//! each of the test's paths, views included (what `nix-collect-garbage` would do to them,
+//! without collecting the rest of the machine's store). No path of a running or starting
+//! container may go: every start must give the environment's output, every running container
+//! must keep answering exec, and its closure and view must stay in the store.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -22,25 +23,28 @@ use nixlet_e2e::store_paths::try_delete;
 use super::closing::{baseline, close_run};
 use super::Context;
 use crate::kubelet::{self, Running};
-use crate::rel_node::{NodeOptions, RelNode};
+use crate::rel_node::{paths_deleted, NodeOptions, RelNode};
 use crate::remote_envs::{CacheSet, RemoteEnv};
 use crate::results::{RunRecord, ScenarioReport};
 
 const ENVIRONMENT: &str = "nixlet.dev/environment";
-const ENVIRONMENTS: usize = 3;
+/// Environments with a pod running throughout.
+const RUNNING: usize = 3;
+/// Environments whose pods start and go.
+const STARTING: usize = 2;
 
 pub fn run(ctx: &Context, report: &mut ScenarioReport) -> Result<()> {
     let starts = ctx.runs(6, 60);
     report.method = vec![
-        format!("{ENVIRONMENTS} environments fetched from a loopback cache; one pod of each runs throughout while {starts} more pods of them start (until their app prints the environment's output) and are removed, one after the other."),
-        "Meanwhile, in a loop each: `nixlet gc --grace-secs 0` every 2 s (collects every unrooted path nixlet installed on the node, and unused store trees), and, every 0.2 s, the host Nix's `nix-store --delete` of each of the test's paths, views included (Nix's own collector, which honours roots and the GC lock, limited to the test's paths so the machine's store is left alone). Deletions that succeed are counted: paths of stopped pods do go.".into(),
+        format!("{} environments fetched from a loopback cache: one pod of each of {RUNNING} runs throughout, while {starts} pods of the other {STARTING} start (until their app prints the environment's output) and are removed, one after the other, so that their closures are garbage between pods and fetched again under the collectors.", RUNNING + STARTING),
+        "Meanwhile, in a loop each: `nixlet gc --grace-secs 0` every 2 s (collects every unrooted path nixlet installed on the node, and unused store trees), and, every 0.2 s, the host Nix's `nix-store --delete` of each of the test's paths, views included (Nix's own collector, which honours roots and the GC lock, limited to the test's paths so the machine's store is left alone). What each deleted is counted: the starting environments' paths do go between their pods.".into(),
         "A start behaves if the app prints its environment's output. Every 2 s each running pod must answer exec (`fetched-tool`, which reads the data path with the closure's busybox) and its closure and view must be in the store; a running pod's run fails at the first miss.".into(),
     ];
     let work = ctx.dir("gc-race")?;
     let set = CacheSet::build(
         &work,
         &format!("relgc{}", std::process::id()),
-        ENVIRONMENTS,
+        RUNNING + STARTING,
         "zstd",
     )?;
     let node = RelNode::start(
@@ -84,7 +88,7 @@ fn scenario(
     let baseline = baseline(node)?;
 
     let mut running: Vec<(Running, &RemoteEnv, Vec<String>, RunRecord)> = Vec::new();
-    for (i, env) in set.envs.iter().enumerate() {
+    for (i, env) in set.envs.iter().enumerate().take(RUNNING) {
         let started = kubelet::start_pod(&ids, cri, &pod(node, &format!("runs-{i}"), env))?;
         let mut needed = env.closure.paths();
         needed.extend(views[i].iter().cloned());
@@ -97,7 +101,7 @@ fn scenario(
     }
     let specs: Vec<(PodSpec, String)> = (0..starts)
         .map(|i| {
-            let env = &set.envs[i % ENVIRONMENTS];
+            let env = &set.envs[RUNNING + i % STARTING];
             (
                 pod(node, &format!("starts-{i}"), env),
                 env.closure.expected_output(),
@@ -107,7 +111,8 @@ fn scenario(
     let starter = Cri::connect(node.node.containerd_address())?;
     let gc = node.gc_command()?;
     let stop = AtomicBool::new(false);
-    let (nixlet_runs, nix_deleted, nix_runs) = (
+    let (nixlet_runs, nixlet_deleted, nix_deleted, nix_runs) = (
+        AtomicUsize::new(0),
         AtomicUsize::new(0),
         AtomicUsize::new(0),
         AtomicUsize::new(0),
@@ -140,14 +145,18 @@ fn scenario(
             }
             stop_ref.store(true, Ordering::SeqCst);
         });
-        let (gc, nixlet_runs, gc_errors) = (&gc, &nixlet_runs, &gc_errors);
+        let (gc, nixlet_runs, nixlet_deleted, gc_errors) =
+            (&gc, &nixlet_runs, &nixlet_deleted, &gc_errors);
         scope.spawn(move || {
             while !stop_ref.load(Ordering::SeqCst) {
-                if let Err(e) = gc.run() {
-                    gc_errors
+                match gc.run() {
+                    Ok(out) => {
+                        nixlet_deleted.fetch_add(paths_deleted(&out), Ordering::SeqCst);
+                    }
+                    Err(e) => gc_errors
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .push(format!("{e:#}"));
+                        .push(format!("{e:#}")),
                 }
                 nixlet_runs.fetch_add(1, Ordering::SeqCst);
                 // Slower than Nix's loop below, so that both find paths to delete.
@@ -201,25 +210,35 @@ fn scenario(
     }
     close_run(node, &set.installed_paths(), &baseline, &mut last);
     report.runs.push(last);
-    let (nixlet_runs, nix_runs, nix_deleted) = (
+    let (nixlet_runs, nixlet_deleted, nix_runs, nix_deleted) = (
         nixlet_runs.load(Ordering::SeqCst),
+        nixlet_deleted.load(Ordering::SeqCst),
         nix_runs.load(Ordering::SeqCst),
         nix_deleted.load(Ordering::SeqCst),
     );
     report.figure("nixlet gc runs", nixlet_runs as f64, "runs");
+    report.figure("paths nixlet gc deleted", nixlet_deleted as f64, "paths");
     report.figure(
         "nix-store --delete rounds over the test's paths",
         nix_runs as f64,
         "rounds",
     );
-    report.figure(
-        "paths Nix deleted (of stopped pods)",
-        nix_deleted as f64,
-        "paths",
-    );
+    report.figure("paths Nix deleted", nix_deleted as f64, "paths");
+    let mut collected = RunRecord::new("the collectors deleted garbage");
+    if nixlet_deleted + nix_deleted == 0 {
+        collected.fail("neither collector deleted anything: the race was not run");
+    }
+    collected.note(format!(
+        "nixlet gc deleted {nixlet_deleted} paths, Nix {nix_deleted}"
+    ));
+    report.runs.push(collected);
     report.findings.push(format!(
-        "{starts} pods started in {elapsed:.0} s under {nixlet_runs} `nixlet gc` runs and {nix_runs} rounds of `nix-store --delete`, which deleted {nix_deleted} paths of pods that had stopped; {} failed run(s).",
-        report.failures()
+        "{starts} pods started in {elapsed:.0} s under {nixlet_runs} `nixlet gc` runs and {nix_runs} rounds of `nix-store --delete`, which deleted {nixlet_deleted} and {nix_deleted} store paths of the starting environments between their pods; {}.",
+        if report.failures() == 0 {
+            "no running or starting container lost a path".to_owned()
+        } else {
+            format!("{} failed run(s)", report.failures())
+        }
     ));
     Ok(())
 }
