@@ -335,12 +335,36 @@ fn reach(setup: &Setup<'_>, phase: Phase, address: &str, record: &mut RunRecord)
                 Duration::from_millis(20),
                 || Ok(temp.exists().then(|| count_files(&temp))),
             )?;
-            record.note(format!(
-                "caught with {} of {} NAR bytes sent and {files} entries in {}",
-                held.body_bytes,
-                setup.nar.1,
-                temp.display()
-            ));
+            if phase == Phase::Unpacking {
+                // The path is one file, a copy of the host's busybox: unpacking is caught once
+                // all of it is in the temporary entry, only the NAR's closing bytes missing.
+                let whole = std::fs::metadata(nixlet_e2e::prereq::BUSYBOX)?.len();
+                let file = temp.join("bin/busybox");
+                wait::poll(
+                    "every byte of bin/busybox in the temporary entry",
+                    Duration::from_secs(10),
+                    Duration::from_millis(20),
+                    || {
+                        Ok(file
+                            .metadata()
+                            .is_ok_and(|m| m.len() == whole)
+                            .then_some(()))
+                    },
+                )?;
+                record.note(format!(
+                    "caught with {} of {} NAR bytes sent and bin/busybox complete ({whole} bytes) in {}",
+                    held.body_bytes,
+                    setup.nar.1,
+                    temp.display()
+                ));
+            } else {
+                record.note(format!(
+                    "caught with {} of {} NAR bytes sent and {files} entries in {}",
+                    held.body_bytes,
+                    setup.nar.1,
+                    temp.display()
+                ));
+            }
         }
         Phase::Registering => {
             let paths = setup.env.closure.paths();
