@@ -277,22 +277,7 @@ impl RelNode {
             "binary_name = \"{}\"",
             settings.runtime_binary.as_deref().unwrap_or("runc")
         );
-        nixlet_e2e::node_config::write_node_config_full(
-            self.node.node_config_path(),
-            &self.environments_root()?,
-            &top,
-            &runtime,
-            &extra,
-        )
-    }
-
-    /// The node's `dir` environment source.
-    fn environments_root(&self) -> Result<PathBuf> {
-        Ok(self
-            .node
-            .scratch_path()
-            .context("node is torn down")?
-            .join("environments"))
+        self.node.set_node_config(&top, &runtime, &extra)
     }
 
     fn settings(&self) -> std::sync::MutexGuard<'_, Settings> {

@@ -4,7 +4,7 @@
 //! Nix; without them it prints why and passes, except under `CI=true`.
 
 use nixlet_e2e::containerd_config::NIXLET_HANDLER;
-use nixlet_e2e::fault_server::FaultServer;
+use nixlet_e2e::http_server::HttpServer;
 use nixlet_reliability::kubelet;
 use nixlet_reliability::rel_node::{NodeOptions, RelNode};
 use nixlet_reliability::remote_envs::CacheSet;
@@ -32,7 +32,7 @@ fn the_census_sees_a_running_pod_and_nothing_once_it_is_gone() {
     .unwrap();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         set.publish(&node).unwrap();
-        let server = FaultServer::start(&set.dir).unwrap();
+        let server = HttpServer::start(&set.dir).unwrap();
         node.set_substituters(&set.substituter(&server.url()))
             .unwrap();
         let before = node.settled_census();

@@ -22,7 +22,6 @@ pub mod containerd_version;
 pub mod cri;
 pub mod env_fixture;
 pub mod expect;
-pub mod fault_server;
 pub mod flox;
 pub mod http_server;
 pub mod images;

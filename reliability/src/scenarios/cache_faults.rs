@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use nixlet_e2e::containerd_config::NIXLET_HANDLER;
-use nixlet_e2e::fault_server::{Fault, FaultServer, Match};
+use nixlet_e2e::http_server::{Fault, HttpServer, Match};
 
 use super::closing::{baseline, close_run};
 use super::Context;
@@ -184,7 +184,7 @@ fn scenario(
 ) -> Result<()> {
     let env = &set.envs[0];
     set.publish(node)?;
-    let server = FaultServer::start(&set.dir)?;
+    let server = HttpServer::start(&set.dir)?;
     node.set_substituters(&set.substituter(&server.url()))?;
     kubelet::start_pod(
         node.ids(),
@@ -236,14 +236,14 @@ fn scenario(
 fn one_run(
     node: &RelNode,
     env: &RemoteEnv,
-    server: &FaultServer,
+    server: &HttpServer,
     case: &Case,
     path: &str,
     fault: Fault,
     record: &mut RunRecord,
 ) -> Result<()> {
     let matcher = Match::Path(path.to_owned());
-    let before = server.count(&matcher);
+    let before = server.count_matching(&matcher);
     server.fail(matcher.clone(), fault, case.times);
     let spec = node
         .node
@@ -258,7 +258,7 @@ fn one_run(
     let started = cri.start_container(&container);
     let waited = asked.elapsed();
     record.wait_ms = Some(waited.as_secs_f64() * 1000.0);
-    let tries = server.count(&matcher) - before;
+    let tries = server.count_matching(&matcher) - before;
     let allowed = LIMITS.attempts * case.requests_per_try;
     record.note(format!("{tries} request(s) for {path}"));
     if tries as u32 > allowed {

@@ -13,7 +13,7 @@ use anyhow::{Context as _, Result};
 use nixlet_e2e::census::{open_fds, rss_kib};
 use nixlet_e2e::containerd_config::NIXLET_HANDLER;
 use nixlet_e2e::cri::{Cri, PodSpec};
-use nixlet_e2e::fault_server::FaultServer;
+use nixlet_e2e::http_server::HttpServer;
 use nixlet_e2e::procs;
 
 use super::closing::{baseline, close_run};
@@ -80,7 +80,7 @@ fn scenario(
     report: &mut ScenarioReport,
 ) -> Result<()> {
     set.publish(node)?;
-    let server = FaultServer::start(&set.dir)?;
+    let server = HttpServer::start(&set.dir)?;
     node.set_substituters(&set.substituter(&server.url()))?;
     let specs: Vec<(PodSpec, String)> = (0..cycles)
         .map(|i| {

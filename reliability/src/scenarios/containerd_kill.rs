@@ -13,7 +13,7 @@ use anyhow::{bail, ensure, Context as _, Result};
 use k8s_cri::v1::ContainerState;
 use nixlet_e2e::containerd_config::NIXLET_HANDLER;
 use nixlet_e2e::cri::Cri;
-use nixlet_e2e::fault_server::{Fault, FaultServer, Match};
+use nixlet_e2e::http_server::{Fault, HttpServer, Match};
 
 use super::closing::{baseline, close_run};
 use super::Context;
@@ -56,7 +56,7 @@ fn scenario(
     report: &mut ScenarioReport,
 ) -> Result<()> {
     set.publish(node)?;
-    let cache = FaultServer::start(&set.dir)?;
+    let cache = HttpServer::start(&set.dir)?;
     node.set_substituters(&set.substituter(&cache.url()))?;
     let (running_env, fetched_env) = (&set.envs[0], &set.envs[1]);
     kubelet::start_pod(
@@ -89,6 +89,16 @@ fn scenario(
         "Pods started before containerd died kept running and answered exec after it came back; the longest recovery took {:.1} s.",
         report.longest_recovery_ms().unwrap_or_default() / 1000.0
     ));
+    let retried = report
+        .runs
+        .iter()
+        .filter(|r| r.variant == "killed mid-Create" && r.detail.contains("kubelet's retry"))
+        .count();
+    if retried > 0 {
+        report.findings.push(format!(
+            "In {retried} of {runs} mid-Create runs the first RemovePodSandbox of the interrupted pod failed with `cannot delete running task` and the kubelet's next try removed it: containerd 1.6, restarted, loads the interrupted container's bundle as a task (the shim never created it), and once StopPodSandbox ended the pod's shim, asks that shim for the task's state, gets a closed connection, and refuses to delete until it has handled the shim's exit (about 0.1 s later). Nothing is left; the stock runc shim has the same window, milliseconds wide, which nixlet's Create (a fetch) widens."
+        ));
+    }
     Ok(())
 }
 
@@ -100,7 +110,7 @@ fn pod_spec(node: &RelNode, name: &str, env: &RemoteEnv) -> nixlet_e2e::cri::Pod
 
 fn mid_create(
     node: &mut RelNode,
-    cache: &FaultServer,
+    cache: &HttpServer,
     set: &CacheSet,
     running_env: &RemoteEnv,
     fetched_env: &RemoteEnv,

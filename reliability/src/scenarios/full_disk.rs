@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context as _, Result};
 use nixlet_e2e::containerd_config::NIXLET_HANDLER;
-use nixlet_e2e::fault_server::FaultServer;
+use nixlet_e2e::http_server::HttpServer;
 use nixlet_e2e::store_paths::{dump_hash, STORE_DIR};
 
 use super::Context;
@@ -99,7 +99,7 @@ fn scenario(
 ) -> Result<()> {
     let env = &set.envs[0];
     set.publish(node)?;
-    let cache = FaultServer::start(&set.dir)?;
+    let cache = HttpServer::start(&set.dir)?;
     node.set_substituters(&set.substituter(&cache.url()))?;
     let pid = node
         .node

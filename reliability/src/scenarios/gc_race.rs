@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 use nixlet_e2e::containerd_config::NIXLET_HANDLER;
 use nixlet_e2e::cri::{Cri, PodSpec};
-use nixlet_e2e::fault_server::FaultServer;
+use nixlet_e2e::http_server::HttpServer;
 use nixlet_e2e::store_paths::try_delete;
 
 use super::closing::{baseline, close_run};
@@ -73,7 +73,7 @@ fn scenario(
     report: &mut ScenarioReport,
 ) -> Result<()> {
     set.publish(node)?;
-    let server = FaultServer::start(&set.dir)?;
+    let server = HttpServer::start(&set.dir)?;
     node.set_substituters(&set.substituter(&server.url()))?;
     let ids = node.ids().clone();
     let cri = node.node.cri();

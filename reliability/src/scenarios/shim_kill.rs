@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 use nixlet_e2e::containerd_config::NIXLET_HANDLER;
 use nixlet_e2e::cri::Cri;
-use nixlet_e2e::fault_server::{Fault, FaultServer, Match};
+use nixlet_e2e::http_server::{Fault, HttpServer, Match};
 use nixlet_e2e::store_paths::{is_valid, STORE_DIR};
 use nixlet_e2e::{procs, wait};
 
@@ -79,8 +79,8 @@ impl Phase {
 struct Setup<'a> {
     node: &'a RelNode,
     env: &'a RemoteEnv,
-    cache: FaultServer,
-    source: FaultServer,
+    cache: HttpServer,
+    source: HttpServer,
     owner: String,
     gate: RuncGate,
     /// `nar/…` request path and NAR file size of the busybox path (the largest).
@@ -122,7 +122,7 @@ fn scenario(
 ) -> Result<()> {
     let env = &set.envs[0];
     set.publish(node)?;
-    let cache = FaultServer::start(&set.dir)?;
+    let cache = HttpServer::start(&set.dir)?;
     node.set_substituters(&set.substituter(&cache.url()))?;
     // The same environment under another name, only in an http source (for the resolve phase).
     let http_root = work.join("http-envs");
@@ -130,7 +130,7 @@ fn scenario(
     std::fs::create_dir_all(source_env.join("1"))?;
     std::fs::write(source_env.join("1/manifest.toml"), env.manifest())?;
     std::fs::write(source_env.join("current"), "1\n")?;
-    let source = FaultServer::start(&http_root)?;
+    let source = HttpServer::start(&http_root)?;
     node.set_extra_sources(&format!(
         "[[sources]]\nkind = \"http\"\nurl = \"{}\"\ntimeout_secs = 30\n",
         source.url()

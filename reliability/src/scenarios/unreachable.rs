@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{Context as _, Result};
 use nixlet_e2e::binary_cache::{unique_tag, RemoteClosure, SigningKey};
 use nixlet_e2e::containerd_config::NIXLET_HANDLER;
-use nixlet_e2e::fault_server::{Fault, FaultServer, Match};
+use nixlet_e2e::http_server::{Fault, HttpServer, Match};
 
 use super::closing::close_run_warm;
 use super::Context;
@@ -69,7 +69,7 @@ fn scenario(
         let listener = TcpListener::bind("127.0.0.1:0")?;
         listener.local_addr()?.port()
     };
-    let stalled = FaultServer::start(work)?;
+    let stalled = HttpServer::start(work)?;
     stalled.fail(Match::Any, Fault::Stall, None);
     let configs: Vec<(&str, String)> = vec![
         ("no substituter", String::new()),

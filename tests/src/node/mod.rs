@@ -314,20 +314,15 @@ impl TestNode {
     }
 
     /// Rewrites the node config as the harness writes it with `top` (top-level keys such as
-    /// `gc_roots_dir`) before its first table and `extra` TOML after it; new shims read it.
-    pub fn set_node_config(&self, top: &str, extra: &str) -> Result<()> {
+    /// `gc_roots_dir`) before its first table, `runtime` as the body of `[runtime]` and
+    /// `extra` TOML after it; new shims read it.
+    pub fn set_node_config(&self, top: &str, runtime: &str, extra: &str) -> Result<()> {
         let root = self
             .environments
             .as_ref()
             .context("node is torn down")?
             .root();
-        node_config::write_node_config_full(
-            &self.nixlet_config,
-            root,
-            top,
-            "binary_name = \"runc\"",
-            extra,
-        )
+        node_config::write_node_config_full(&self.nixlet_config, root, top, runtime, extra)
     }
 
     /// The node config file the shims read (`NIXLET_CONFIG`).
