@@ -35,3 +35,10 @@ PATH="$line_1_7:$PATH" cargo test -p nixlet-e2e "${POD_LEVEL[@]}" -- --nocapture
 
 echo "== pod-level end-to-end tests on containerd $(containerd --version | awk '{print $3}')"
 cargo test -p nixlet-e2e "${POD_LEVEL[@]}" -- --nocapture
+
+# The reliability suite in quick mode (a few iterations of each scenario, a few minutes): shim
+# and containerd kills, a full store, cache faults, churn, GC under pods, unreachable caches.
+# Fails on any failure, leak or invalid store path; the full run is
+# `cargo run -p nixlet-reliability -- all` (RELIABILITY.md).
+echo "== reliability suite, quick mode, on containerd $(containerd --version | awk '{print $3}')"
+cargo run -p nixlet-reliability -- all --quick

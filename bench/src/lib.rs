@@ -12,7 +12,8 @@ pub mod cpu_time;
 pub mod data_closure;
 pub mod file_server;
 pub mod image_service;
-pub mod machine;
+// Shared with the reliability suite: the machine a run was made on.
+pub use nixlet_e2e::machine;
 pub mod mount_closure;
 pub mod nix_cli;
 pub mod pod_start;

@@ -5,6 +5,7 @@
 //! runs every container that does not ask for one.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use nixlet_manifest::{DirSource, EnvironmentSource, HttpSource, HttpSourceOptions};
 use nixlet_store::{FetchOptions, GcOptions, SubstituterConfig, INSTALL_RECORD_FILE};
@@ -128,6 +129,16 @@ pub struct FetchSettings {
     /// accepted when their address checks out against the bytes).
     pub require_signatures: bool,
     pub parallel_downloads: usize,
+    /// How long a connection to a cache may take.
+    pub connect_timeout_secs: u64,
+    /// Whole-request limit for `nix-cache-info` and narinfo.
+    pub request_timeout_secs: u64,
+    /// How long a NAR download may go without a byte, and the window its speed is judged over.
+    pub read_timeout_secs: u64,
+    /// A NAR download slower than this over a whole read window fails (a trickling server).
+    pub min_bytes_per_sec: u64,
+    /// Tries per request on transient failures (5xx, resets, timeouts).
+    pub attempts: u32,
 }
 
 impl Default for FetchSettings {
@@ -136,6 +147,11 @@ impl Default for FetchSettings {
         FetchSettings {
             require_signatures: defaults.require_signatures,
             parallel_downloads: defaults.parallel_downloads,
+            connect_timeout_secs: defaults.connect_timeout.as_secs(),
+            request_timeout_secs: defaults.request_timeout.as_secs(),
+            read_timeout_secs: defaults.read_timeout.as_secs(),
+            min_bytes_per_sec: defaults.min_bytes_per_sec,
+            attempts: defaults.attempts,
         }
     }
 }
@@ -218,6 +234,51 @@ struct GcSection {
 struct FetchSection {
     require_signatures: Option<bool>,
     parallel_downloads: Option<usize>,
+    connect_timeout_secs: Option<u64>,
+    request_timeout_secs: Option<u64>,
+    read_timeout_secs: Option<u64>,
+    min_bytes_per_sec: Option<u64>,
+    attempts: Option<u32>,
+}
+
+/// `[fetch]` over the defaults; a timeout or a number of attempts of 0 would make every fetch
+/// fail (or, for reqwest, mean "no limit"), so they are refused naming the key.
+fn fetch_settings(
+    section: &FetchSection,
+    defaults: &FetchSettings,
+) -> Result<FetchSettings, String> {
+    let settings = FetchSettings {
+        require_signatures: section
+            .require_signatures
+            .unwrap_or(defaults.require_signatures),
+        parallel_downloads: section
+            .parallel_downloads
+            .unwrap_or(defaults.parallel_downloads),
+        connect_timeout_secs: section
+            .connect_timeout_secs
+            .unwrap_or(defaults.connect_timeout_secs),
+        request_timeout_secs: section
+            .request_timeout_secs
+            .unwrap_or(defaults.request_timeout_secs),
+        read_timeout_secs: section
+            .read_timeout_secs
+            .unwrap_or(defaults.read_timeout_secs),
+        min_bytes_per_sec: section
+            .min_bytes_per_sec
+            .unwrap_or(defaults.min_bytes_per_sec),
+        attempts: section.attempts.unwrap_or(defaults.attempts),
+    };
+    for (key, value) in [
+        ("connect_timeout_secs", settings.connect_timeout_secs),
+        ("request_timeout_secs", settings.request_timeout_secs),
+        ("read_timeout_secs", settings.read_timeout_secs),
+        ("attempts", u64::from(settings.attempts)),
+    ] {
+        if value == 0 {
+            return Err(format!("fetch {key} must be at least 1"));
+        }
+    }
+    Ok(settings)
 }
 
 impl Default for NodeConfig {
@@ -327,6 +388,7 @@ impl NodeConfig {
                 )))
             }
         };
+        let fetch = fetch_settings(&file.fetch, &defaults.fetch).map_err(invalid)?;
         let mounts = MountSettings {
             strategy: file.mounts.strategy.unwrap_or(defaults.mounts.strategy),
             trees_dir: file.mounts.trees_dir.unwrap_or(defaults.mounts.trees_dir),
@@ -346,16 +408,7 @@ impl NodeConfig {
             runtime,
             sources: file.sources,
             substituters: file.substituters,
-            fetch: FetchSettings {
-                require_signatures: file
-                    .fetch
-                    .require_signatures
-                    .unwrap_or(defaults.fetch.require_signatures),
-                parallel_downloads: file
-                    .fetch
-                    .parallel_downloads
-                    .unwrap_or(defaults.fetch.parallel_downloads),
-            },
+            fetch,
             state_dir,
             gc,
             mounts,
@@ -369,6 +422,11 @@ impl NodeConfig {
             parallel_downloads: self.fetch.parallel_downloads,
             nix_db: self.nix_db.clone(),
             install_record: Some(self.install_record()),
+            connect_timeout: Duration::from_secs(self.fetch.connect_timeout_secs),
+            request_timeout: Duration::from_secs(self.fetch.request_timeout_secs),
+            read_timeout: Duration::from_secs(self.fetch.read_timeout_secs),
+            min_bytes_per_sec: self.fetch.min_bytes_per_sec,
+            attempts: self.fetch.attempts,
             ..FetchOptions::default()
         }
     }
@@ -532,6 +590,31 @@ mod tests {
         assert!(!options.require_signatures);
         assert_eq!(options.parallel_downloads, 4);
         assert!(NodeConfig::default().fetch_options().require_signatures);
+    }
+
+    #[test]
+    fn fetch_limits_parse_and_zero_is_refused() {
+        let config = parse(
+            "[fetch]\nconnect_timeout_secs = 2\nrequest_timeout_secs = 3\nread_timeout_secs = 4\n\
+             min_bytes_per_sec = 100\nattempts = 5\n",
+        )
+        .unwrap();
+        let options = config.fetch_options();
+        assert_eq!(options.connect_timeout, Duration::from_secs(2));
+        assert_eq!(options.request_timeout, Duration::from_secs(3));
+        assert_eq!(options.read_timeout, Duration::from_secs(4));
+        assert_eq!(options.min_bytes_per_sec, 100);
+        assert_eq!(options.attempts, 5);
+        let defaults = NodeConfig::default().fetch_options();
+        assert_eq!(defaults.read_timeout, FetchOptions::default().read_timeout);
+        assert_eq!(defaults.attempts, FetchOptions::default().attempts);
+        for key in ["connect_timeout_secs", "read_timeout_secs", "attempts"] {
+            let error = parse(&format!("[fetch]\n{key} = 0\n")).unwrap_err();
+            assert_eq!(
+                error.to_string(),
+                format!("node config /etc/nixlet/config.toml: fetch {key} must be at least 1")
+            );
+        }
     }
 
     #[test]

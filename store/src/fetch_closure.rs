@@ -52,8 +52,11 @@ pub struct FetchOptions {
     pub connect_timeout: Duration,
     /// Whole-request limit for narinfo and nix-cache-info.
     pub request_timeout: Duration,
-    /// How long a NAR download may stall.
+    /// How long a NAR download may stall; also the window its speed is judged over.
     pub read_timeout: Duration,
+    /// A NAR download bringing less than this per second over a whole `read_timeout` window
+    /// fails as too slow (`speed_floor.rs`); 0 accepts any trickle.
+    pub min_bytes_per_sec: u64,
     /// Tries per request on transient failures (5xx, connection errors, timeouts).
     pub attempts: u32,
     /// Wait before the second try, doubled for each further one.
@@ -76,6 +79,8 @@ impl Default for FetchOptions {
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             read_timeout: Duration::from_secs(60),
+            // 60 KiB a minute: far below any real cache, far above a trickle.
+            min_bytes_per_sec: 1024,
             attempts: 3,
             retry_backoff: Duration::from_millis(500),
             negative_cache_ttl: Duration::from_secs(30),
@@ -158,7 +163,8 @@ impl Fetcher {
                 first_backoff: options.retry_backoff,
             },
         )
-        .map_err(FetchError::HttpClient)?;
+        .map_err(FetchError::HttpClient)?
+        .with_min_bytes_per_sec(options.min_bytes_per_sec);
         Ok(Fetcher {
             inner: Arc::new(Inner {
                 http,

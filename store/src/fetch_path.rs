@@ -202,7 +202,12 @@ pub async fn fetch_path(
                     counting.downloaded.fetch_add(bytes, Ordering::Relaxed);
                     counting.progress.downloaded(bytes);
                 };
-                let body = source.into_reader(on_bytes, slot.clone(), cancel.clone());
+                let body = source.into_reader(
+                    on_bytes,
+                    slot.clone(),
+                    cancel.clone(),
+                    run.http.speed_floor,
+                );
                 let plan = Arc::clone(&plan);
                 let url = nar.to_string();
                 let cancel = cancel.clone();

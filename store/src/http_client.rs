@@ -8,6 +8,7 @@ use reqwest::header::AUTHORIZATION;
 use reqwest::{Client, Response, StatusCode, Url};
 
 use crate::fetch_error::FetchCause;
+use crate::speed_floor::SpeedFloor;
 
 /// How a request authenticates to a cache.
 #[derive(Clone, PartialEq, Eq)]
@@ -47,6 +48,8 @@ pub struct HttpClient {
     pub retry: RetryPolicy,
     /// Whole-request limit for small documents (narinfo, nix-cache-info).
     pub request_timeout: Duration,
+    /// The slowest NAR body worth waiting for (`speed_floor.rs`).
+    pub speed_floor: SpeedFloor,
 }
 
 impl HttpClient {
@@ -70,7 +73,18 @@ impl HttpClient {
                 ..retry
             },
             request_timeout,
+            speed_floor: SpeedFloor {
+                window: read_timeout,
+                min_bytes_per_sec: 0,
+            },
         })
+    }
+
+    /// Sets the slowest NAR download accepted, in bytes per second over each read-timeout
+    /// window (0: no floor).
+    pub fn with_min_bytes_per_sec(mut self, min_bytes_per_sec: u64) -> HttpClient {
+        self.speed_floor.min_bytes_per_sec = min_bytes_per_sec;
+        self
     }
 
     /// Sends one GET; `auth` goes along only when `url` is on `auth_origin` (a NAR URL may point

@@ -26,6 +26,7 @@ pub mod nix32;
 pub mod path_lock;
 pub mod registration;
 pub mod signature;
+mod speed_floor;
 mod substituter;
 pub mod trust;
 pub mod view_install;

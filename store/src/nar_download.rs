@@ -7,8 +7,9 @@
 
 use std::io::{self, BufReader, Read};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use nix_derivation::{HashAlgorithm, NixHash, NixHasher};
 use reqwest::Response;
 use sha2::{Digest, Sha256};
@@ -18,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::fetch_error::FetchCause;
 use crate::http_client::classify;
 use crate::narinfo::Compression;
+use crate::speed_floor::{SpeedCheck, SpeedFloor};
 
 /// The first cause of a stream failure, shared by the layers of one download.
 #[derive(Debug, Clone, Default)]
@@ -50,7 +52,7 @@ impl FailureSlot {
 }
 
 /// The compressed body of `response` as a blocking `Read`, reporting each chunk's size to
-/// `on_bytes`.
+/// `on_bytes`; a body slower than `floor` fails as a timeout.
 /// Must be created inside the tokio runtime and read on a blocking thread. Cancelling `cancel`
 /// ends the stream at once, even while it waits for a stalled server.
 pub fn body_reader(
@@ -58,17 +60,34 @@ pub fn body_reader(
     on_bytes: impl Fn(u64) + Send + 'static,
     failure: FailureSlot,
     cancel: CancellationToken,
+    floor: SpeedFloor,
 ) -> impl Read + Send + 'static {
     let url = response.url().to_string();
+    let mut speed = (floor.min_bytes_per_sec > 0).then(|| SpeedCheck::new(floor, Instant::now()));
     let stream = response
         .bytes_stream()
         .take_until(Box::pin(cancel.cancelled_owned()))
-        .inspect_ok(move |chunk| {
-            on_bytes(chunk.len() as u64);
-        })
-        .map_err(move |error| {
-            failure.record(|| classify(&url, &error));
-            io::Error::other(error)
+        .map(move |item| match item {
+            Ok(chunk) => {
+                on_bytes(chunk.len() as u64);
+                let checked = speed
+                    .as_mut()
+                    .map_or(Ok(()), |s| s.arrived(chunk.len() as u64, Instant::now()));
+                match checked {
+                    Ok(()) => Ok(chunk),
+                    Err(slow) => {
+                        failure.record(|| FetchCause::Timeout {
+                            url: url.clone(),
+                            message: format!("download too slow: {slow}"),
+                        });
+                        Err(io::Error::other(slow))
+                    }
+                }
+            }
+            Err(error) => {
+                failure.record(|| classify(&url, &error));
+                Err(io::Error::other(error))
+            }
         });
     SyncIoBridge::new(StreamReader::new(stream))
 }

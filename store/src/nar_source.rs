@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::file_cache::FileBody;
 use crate::nar_download::{body_reader, FailureSlot};
+use crate::speed_floor::SpeedFloor;
 
 /// Where a narinfo's NAR is, resolved once per path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,10 +45,11 @@ impl NarSource {
         on_bytes: impl Fn(u64) + Send + 'static,
         failure: FailureSlot,
         cancel: CancellationToken,
+        floor: SpeedFloor,
     ) -> NarBody<impl Read + Send + 'static, impl Read + Send + 'static> {
         match self {
             NarSource::Http(response) => {
-                NarBody::Http(body_reader(response, on_bytes, failure, cancel))
+                NarBody::Http(body_reader(response, on_bytes, failure, cancel, floor))
             }
             // No cancellation here: the NAR reader above checks it before every read, and a
             // local read cannot be interrupted anyway.

@@ -394,6 +394,42 @@ async fn timeouts_are_errors() {
 }
 
 #[tokio::test]
+async fn a_trickling_download_fails_as_too_slow_within_its_windows() {
+    if !prereq::ready("a_trickling_download_fails_as_too_slow_within_its_windows") {
+        return;
+    }
+    let s = Scenario::new("trickle", "none");
+    let lib = s.closure.path_named("lib");
+    let nar = s.nar_url(&lib);
+    // A byte every 100 ms never trips a 1 s read timeout: without the speed floor this fetch
+    // takes as long as the server cares to trickle (here cut off after 30 s, twice).
+    s.server.inject(
+        &nar,
+        Fault::Trickle {
+            interval: Duration::from_millis(100),
+            limit: Duration::from_secs(30),
+        },
+        None,
+    );
+    let options = FetchOptions {
+        attempts: 2,
+        read_timeout: Duration::from_secs(1),
+        min_bytes_per_sec: 1024,
+        ..test_options()
+    };
+    let started = std::time::Instant::now();
+    let error = s.expect_failure(options, &lib, "download too slow").await;
+    let waited = started.elapsed();
+    assert!(
+        error.to_string().contains("(gave up after 2 attempts)"),
+        "{error}"
+    );
+    // Two windows of a second, the chunk that ends each, and a little backoff.
+    assert!(waited < Duration::from_secs(6), "waited {waited:?}");
+    assert_eq!(s.server.count(&nar), 2);
+}
+
+#[tokio::test]
 async fn a_failing_substituter_falls_back_to_the_next_and_credentials_are_sent() {
     if !prereq::ready("a_failing_substituter_falls_back_to_the_next_and_credentials_are_sent") {
         return;

@@ -1,7 +1,7 @@
 //! Closures that exist only in a binary cache: built here with `fetch_fixture.nix` under a tag
 //! unique to the run, signed (`nix store sign`), copied into a `file://` cache directory by real
 //! Nix (`nix copy`), then deleted from the host store, so that nixlet has to fetch them.
-//! [`crate::http_server::StaticServer`] serves the cache directory on 127.0.0.1.
+//! [`crate::http_server::HttpServer`] serves the cache directory on 127.0.0.1.
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -25,6 +25,9 @@ pub struct LaunchSpec {
     pub shim_dir: PathBuf,
     /// Node config handed to the nixlet shim through `NIXLET_CONFIG`.
     pub nixlet_config: PathBuf,
+    /// An argv prefix containerd is started through (empty: none); it must exec containerd
+    /// in the end, so that containerd keeps the pid it was spawned with.
+    pub wrapper: Vec<String>,
 }
 
 pub struct Containerd {
@@ -130,7 +133,15 @@ impl Containerd {
             .create(true)
             .append(true)
             .open(&paths.log)?;
-        let child = Command::new("containerd")
+        let mut command = match self.spec.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg("containerd");
+                command
+            }
+            None => Command::new("containerd"),
+        };
+        let child = command
             .arg("--config")
             .arg(&paths.config)
             .env("PATH", shim_path(&self.spec.shim_dir)?)

@@ -14,6 +14,7 @@
 
 pub mod agent;
 pub mod binary_cache;
+pub mod census;
 pub mod cgroups;
 pub mod containerd;
 pub mod containerd_config;
@@ -26,6 +27,7 @@ pub mod http_get;
 pub mod http_server;
 pub mod images;
 pub mod leftovers;
+pub mod machine;
 pub mod mounts;
 pub mod nix_fixture;
 pub mod node;

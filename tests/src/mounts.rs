@@ -17,8 +17,14 @@ pub struct MountEntry {
 
 /// Every mount visible in this process's mount namespace, in mountinfo order.
 pub fn all() -> Result<Vec<MountEntry>> {
-    let text =
-        fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    read_table(Path::new("/proc/self/mountinfo"))
+}
+
+/// The mounts of one mountinfo file: `/proc/<pid>/mountinfo` gives the mount namespace of
+/// that process (a containerd started in a private one, say).
+pub fn read_table(mountinfo: &Path) -> Result<Vec<MountEntry>> {
+    let text = fs::read_to_string(mountinfo)
+        .with_context(|| format!("reading {}", mountinfo.display()))?;
     Ok(text.lines().filter_map(parse_line).collect())
 }
 

@@ -56,10 +56,36 @@ pub fn write_node_config_with_runtime(
     runtime: &str,
     extra: &str,
 ) -> Result<()> {
-    let mut text = format!(
-        r#"system = "{system}"
-nix_db = "/nix/var/nix/db/db.sqlite"
-state_dir = "{state_dir}"
+    write_node_config_full(path, env_root, "", runtime, extra)
+}
+
+/// The general form: `top` holds top-level keys (`gc_roots_dir = …`; one that the harness sets
+/// too, such as `nix_db`, replaces the harness's), `runtime` the body of `[runtime]`, `extra`
+/// more tables.
+pub fn write_node_config_full(
+    path: &Path,
+    env_root: &Path,
+    top: &str,
+    runtime: &str,
+    extra: &str,
+) -> Result<()> {
+    let overridden = |key: &str| {
+        top.lines()
+            .any(|l| l.split('=').next().is_some_and(|k| k.trim() == key))
+    };
+    let mut text = String::new();
+    for (key, value) in [
+        ("system", host_system()),
+        ("nix_db", "/nix/var/nix/db/db.sqlite".to_owned()),
+        ("state_dir", state_dir_for(path).display().to_string()),
+    ] {
+        if !overridden(key) {
+            text.push_str(&format!("{key} = \"{value}\"\n"));
+        }
+    }
+    text.push_str(top.trim_end());
+    text.push_str(&format!(
+        r#"
 
 [runtime]
 {runtime}
@@ -68,10 +94,8 @@ state_dir = "{state_dir}"
 kind = "dir"
 root = "{root}"
 "#,
-        system = host_system(),
-        state_dir = state_dir_for(path).display(),
         root = env_root.display(),
-    );
+    ));
     if !extra.is_empty() {
         text.push('\n');
         text.push_str(extra);

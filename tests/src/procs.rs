@@ -98,6 +98,20 @@ pub fn shims_of(address: &str) -> Vec<i32> {
         .collect()
 }
 
+/// nixlet's shim daemons serving the containerd at `address` (one per pod, serving ttrpc on
+/// `-socket`), not its short `start`/`delete` runs nor the runc shims it delegates to.
+pub fn nixlet_daemons_of(address: &str) -> Vec<i32> {
+    shims_of(address)
+        .into_iter()
+        .filter(|pid| {
+            cmdline(*pid).is_some_and(|argv| {
+                argv[0].ends_with("containerd-shim-nixlet-v2")
+                    && argv.iter().any(|a| a == "-socket")
+            })
+        })
+        .collect()
+}
+
 /// `roots` and all their descendants.
 pub fn with_descendants(roots: &[i32]) -> BTreeSet<i32> {
     let parents: Vec<(i32, i32)> = all_pids()

@@ -54,6 +54,33 @@ pub fn is_valid(path: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// What is wrong with `path` as an installed store path: registered but missing, present but
+/// not registered (a partial or stray entry at a final name), or contents that do not hash to
+/// what the database says (`nix-store --verify-path`). `None` when it is absent and
+/// unregistered (not installed) or valid.
+pub fn invalid_reason(path: &str) -> Option<String> {
+    let present = Path::new(path).symlink_metadata().is_ok();
+    match (is_valid(path), present) {
+        (false, false) => None,
+        (true, false) => Some(format!("{path} is registered but not in the store")),
+        (false, true) => Some(format!("{path} is in the store but not registered")),
+        (true, true) => {
+            let out = Command::new("nix-store")
+                .args(["--verify-path", path])
+                .stdin(Stdio::null())
+                .output();
+            match out {
+                Ok(out) if out.status.success() => None,
+                Ok(out) => Some(format!(
+                    "{path} does not match its registered hash: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )),
+                Err(e) => Some(format!("{path}: cannot run nix-store --verify-path: {e}")),
+            }
+        }
+    }
+}
+
 /// The closure of `path` as the Nix database has it.
 pub fn closure_of(path: &str) -> Result<BTreeSet<String>> {
     Ok(

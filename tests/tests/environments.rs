@@ -13,7 +13,7 @@ use nixlet_e2e::expect::{
     ENVIRONMENT, FLOX_ACTIVATE_MODE, SKIP_CONTAINERS,
 };
 use nixlet_e2e::flox::FloxManifest;
-use nixlet_e2e::http_server::StaticServer;
+use nixlet_e2e::http_server::HttpServer;
 use nixlet_e2e::images::{BUSYBOX_IMAGE, DEFAULT_COMMAND_IMAGE, EMPTY_IMAGE};
 use nixlet_e2e::node::TestNode;
 use nixlet_e2e::node_config::EnvironmentSource;
@@ -471,7 +471,7 @@ fn http_source_with_a_bearer_token() {
         const TOKEN: &str = "e2e-s3cret-token";
         let token_file = node.scratch_subdir("secrets")?.join("token");
         std::fs::write(&token_file, format!("{TOKEN}\n"))?;
-        let server = StaticServer::start_with(served.root(), Some(TOKEN))?;
+        let server = HttpServer::start_with(served.root(), Some(TOKEN))?;
         let source = |token: bool| {
             let mut toml = format!(
                 "[[sources]]\nkind = \"http\"\nurl = \"{}\"\ntimeout_secs = 5\n",

@@ -13,7 +13,7 @@ use nixlet_e2e::containerd_config::NIXLET_HANDLER;
 use nixlet_e2e::cri::{ContainerSpec, Cri, Pod};
 use nixlet_e2e::expect::{assert_refused, environment_of, run_ok, start_fails, ENVIRONMENT};
 use nixlet_e2e::flox::FloxManifest;
-use nixlet_e2e::http_server::StaticServer;
+use nixlet_e2e::http_server::HttpServer;
 use nixlet_e2e::images::EMPTY_IMAGE;
 use nixlet_e2e::node::TestNode;
 use nixlet_e2e::store_paths::{
@@ -92,7 +92,7 @@ fn closure_is_fetched_from_a_signed_cache_and_a_bad_cache_is_refused() {
         "closure_is_fetched_from_a_signed_cache_and_a_bad_cache_is_refused",
         |node| {
             let caches = make_caches(node, &cleanup)?;
-            let server = StaticServer::start(caches.cache.root())?;
+            let server = HttpServer::start(caches.cache.root())?;
             node.set_node_config_extra(&format!(
                 "{}\n[fetch]\nrequire_signatures = true\n",
                 substituter_toml(&server.url(), &[&caches.trusted.public])
@@ -153,7 +153,7 @@ fn check_fetched(
     node: &TestNode,
     pod: &Pod,
     caches: &Caches,
-    server: &StaticServer,
+    server: &HttpServer,
 ) -> Result<String> {
     let cri: &Cri = node.cri();
     let good = &caches.good;
@@ -202,12 +202,7 @@ fn check_fetched(
 
 /// One byte flipped in busybox's NAR: a `verify` refusal naming busybox and the cache; no path
 /// of that closure appears in the store (its other paths depend on busybox).
-fn check_tampered(
-    node: &TestNode,
-    pod: &Pod,
-    caches: &Caches,
-    server: &StaticServer,
-) -> Result<()> {
+fn check_tampered(node: &TestNode, pod: &Pod, caches: &Caches, server: &HttpServer) -> Result<()> {
     let tampered = &caches.tampered;
     let before = store_state(tampered);
     let err = start_fails(node, pod, &tool_container("tampered"))?;
@@ -231,12 +226,7 @@ fn check_tampered(
 
 /// Signed by a key the node does not trust: a `verify` refusal naming a path of the closure,
 /// the cache and the key; nothing downloaded into the store.
-fn check_untrusted(
-    node: &TestNode,
-    pod: &Pod,
-    caches: &Caches,
-    server: &StaticServer,
-) -> Result<()> {
+fn check_untrusted(node: &TestNode, pod: &Pod, caches: &Caches, server: &HttpServer) -> Result<()> {
     let foreign = &caches.foreign;
     let before = store_state(foreign);
     let err = start_fails(node, pod, &tool_container("foreign"))?;

@@ -16,7 +16,7 @@ use nixlet_e2e::containerd_config::NIXLET_HANDLER;
 use nixlet_e2e::cri::ContainerSpec;
 use nixlet_e2e::expect::{assert_refused, environment_of, run_ok, start_fails, ENVIRONMENT};
 use nixlet_e2e::flox::FloxManifest;
-use nixlet_e2e::http_server::StaticServer;
+use nixlet_e2e::http_server::HttpServer;
 use nixlet_e2e::images::EMPTY_IMAGE;
 use nixlet_e2e::node::TestNode;
 use nixlet_e2e::procs;
@@ -102,7 +102,7 @@ fn metrics_count_what_exited_shims_recorded() {
             })
             .sum::<Result<u64>>()?;
 
-        let server = StaticServer::start(cache.root())?;
+        let server = HttpServer::start(cache.root())?;
         node.set_node_config_extra(&substituter_toml(&server.url(), &[&key.public]))?;
         let manifest = |path: &str| FloxManifest::new().install("tool", path).toml();
         node.publish(GOOD, 1, &manifest(&good.tool))?;

@@ -104,6 +104,7 @@ fn install(pre: &Prelaunch<'_>, installed: &OnceCell<Installed>) -> Result<Launc
         paths,
         shim_dir: host_root.join(BINARY_DIR),
         nixlet_config: host_root.join(NODE_CONFIG),
+        wrapper: Vec::new(),
     };
     let mut running = Containerd::start_configured(launch.clone())?;
 

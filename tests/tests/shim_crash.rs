@@ -19,16 +19,7 @@ const TAG: &str = "shim-crash";
 
 /// nixlet's daemons (not its `start`/`delete` runs) serving this node's containerd.
 fn nixlet_daemons(node: &TestNode) -> Vec<i32> {
-    let address = node.containerd_paths().address.display().to_string();
-    procs::shims_of(&address)
-        .into_iter()
-        .filter(|pid| {
-            procs::cmdline(*pid).is_some_and(|argv| {
-                argv[0].ends_with("containerd-shim-nixlet-v2")
-                    && argv.iter().any(|a| a == "-socket")
-            })
-        })
-        .collect()
+    procs::nixlet_daemons_of(&node.containerd_paths().address.display().to_string())
 }
 
 #[test]

@@ -23,6 +23,9 @@ pub enum Fault {
     Stall { after: usize, duration: Duration },
     /// Serve these bytes instead of the file.
     Body(Vec<u8>),
+    /// Send the body one byte per interval (a hostile or overloaded server), for at most
+    /// `limit`, then close.
+    Trickle { interval: Duration, limit: Duration },
 }
 
 #[derive(Debug, Clone)]
@@ -188,9 +191,38 @@ fn serve(stream: TcpStream, root: &std::path::Path, state: &Mutex<State>) -> std
             &body,
             Some((after.min(body.len()), duration)),
         ),
+        (Some(Fault::Trickle { interval, limit }), Some(body)) => {
+            trickle(&mut stream, &body, interval, limit)
+        }
         (_, Some(body)) => respond(&mut stream, 200, &body, None),
         (_, None) => respond(&mut stream, 404, b"not found", None),
     }
+}
+
+/// Announces the whole body and sends it a byte per `interval` until `limit` has passed or the
+/// client went away.
+fn trickle(
+    stream: &mut TcpStream,
+    body: &[u8],
+    interval: Duration,
+    limit: Duration,
+) -> std::io::Result<()> {
+    write!(
+        stream,
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )?;
+    let started = std::time::Instant::now();
+    for byte in body {
+        if started.elapsed() > limit {
+            break;
+        }
+        stream.write_all(std::slice::from_ref(byte))?;
+        stream.flush()?;
+        thread::sleep(interval);
+    }
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    Ok(())
 }
 
 /// Writes a response announcing `body.len()` bytes; with `cut`, sends only that many, waits,

@@ -13,8 +13,9 @@ use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
     ContainerState, ContainerStatus, ContainerStatusRequest, CreateContainerRequest,
     ExecSyncRequest, ListContainersRequest, ListPodSandboxRequest, PodSandboxConfig,
-    RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
-    StopContainerRequest, StopPodSandboxRequest, VersionRequest,
+    PodSandboxState, PodSandboxStatusRequest, RemoveContainerRequest, RemovePodSandboxRequest,
+    RunPodSandboxRequest, StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
+    VersionRequest,
 };
 use tokio::net::UnixStream;
 use tokio::runtime::Runtime;
@@ -283,6 +284,34 @@ impl Cri {
             c.list_pod_sandbox(ListPodSandboxRequest::default()).await
         })?;
         Ok(response.items.into_iter().map(|p| p.id).collect())
+    }
+
+    /// Whether the pod sandbox is ready (its pause container runs), as the kubelet asks before
+    /// it decides to make a new sandbox.
+    pub fn pod_ready(&self, id: &str) -> Result<bool> {
+        let request = PodSandboxStatusRequest {
+            pod_sandbox_id: id.to_owned(),
+            verbose: false,
+        };
+        let response = self.call("PodSandboxStatus", |mut c| async move {
+            c.pod_sandbox_status(request).await
+        })?;
+        let status = response
+            .status
+            .ok_or_else(|| anyhow!("PodSandboxStatus of {id} has no status"))?;
+        Ok(status.state == PodSandboxState::SandboxReady as i32)
+    }
+
+    /// StopPodSandbox alone: the kubelet stops a sandbox whose pause container died before it
+    /// makes a new one, and removes the old one later.
+    pub fn stop_pod(&self, id: &str) -> Result<()> {
+        let stop = StopPodSandboxRequest {
+            pod_sandbox_id: id.to_owned(),
+        };
+        self.call("StopPodSandbox", |mut c| async move {
+            c.stop_pod_sandbox(stop).await
+        })?;
+        Ok(())
     }
 
     /// StopPodSandbox then RemovePodSandbox (which removes its containers), as the kubelet does

@@ -19,6 +19,8 @@ pub struct PodSpec {
     pub annotations: HashMap<String, String>,
     pub log_directory: PathBuf,
     pub cgroup_parent: String,
+    /// The kubelet's count of sandboxes it made for this pod before (0 for the first).
+    pub attempt: u32,
 }
 
 impl PodSpec {
@@ -33,7 +35,7 @@ impl PodSpec {
                 name: self.name.clone(),
                 uid: self.uid.clone(),
                 namespace: "default".to_owned(),
-                attempt: 0,
+                attempt: self.attempt,
             }),
             log_directory: self.log_directory.display().to_string(),
             annotations: self.annotations.clone(),
@@ -63,6 +65,8 @@ pub struct ContainerSpec {
     pub readonly_rootfs: bool,
     /// (host path, container path), read-only.
     pub mounts: Vec<(String, String)>,
+    /// The kubelet's count of containers it made under this name in the sandbox before.
+    pub attempt: u32,
 }
 
 impl ContainerSpec {
@@ -99,16 +103,20 @@ impl ContainerSpec {
         self
     }
 
-    /// The log file name below the pod's log directory.
+    /// The log file name below the pod's log directory (one per attempt, as the kubelet
+    /// keeps them).
     pub fn log_path(&self) -> String {
-        format!("{}.log", self.name)
+        match self.attempt {
+            0 => format!("{}.log", self.name),
+            n => format!("{}.{n}.log", self.name),
+        }
     }
 
     pub fn to_cri(&self) -> ContainerConfig {
         ContainerConfig {
             metadata: Some(ContainerMetadata {
                 name: self.name.clone(),
-                attempt: 0,
+                attempt: self.attempt,
             }),
             image: Some(ImageSpec {
                 image: self.image.clone(),

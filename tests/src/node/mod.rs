@@ -48,6 +48,9 @@ pub struct Prelaunch<'a> {
 /// Prepares a node's containerd config and says how to start containerd with it.
 type Launch<'a> = Box<dyn FnOnce(&Prelaunch<'_>) -> Result<LaunchSpec> + 'a>;
 
+/// Given the scratch directory, the argv prefix containerd is started through.
+type Wrapper<'a> = Box<dyn FnOnce(&Path) -> Vec<String> + 'a>;
+
 pub struct TestNode {
     test: String,
     containerd_paths: ContainerdPaths,
@@ -129,7 +132,24 @@ impl TestNode {
         Self::start_launched(test, shim, None)
     }
 
+    /// Like [`Self::start`] with the nixlet shim, with containerd started through `wrapper`
+    /// (an argv prefix that ends by exec'ing the rest, e.g. `unshare --mount … sh -c '…; exec
+    /// "$@"' sh`): containerd, its shims and pods then live in whatever the wrapper set up. The
+    /// scratch directory is made first and handed to `wrapper` to place what it needs there.
+    pub fn start_wrapped(test: &str, wrapper: impl FnOnce(&Path) -> Vec<String>) -> Result<Self> {
+        Self::start_inner(test, Shim::Built, None, Some(Box::new(wrapper)))
+    }
+
     fn start_launched(test: &str, shim: Shim, launch: Option<Launch<'_>>) -> Result<Self> {
+        Self::start_inner(test, shim, launch, None)
+    }
+
+    fn start_inner(
+        test: &str,
+        shim: Shim,
+        launch: Option<Launch<'_>>,
+        wrapper: Option<Wrapper<'_>>,
+    ) -> Result<Self> {
         sweep::sweep_abandoned_nodes();
         eprintln!("{test}: containerd {}", containerd_version::installed()?);
         let scratch = Scratch::new()?;
@@ -152,14 +172,17 @@ impl TestNode {
             scratch: Some(scratch),
         };
         // On error `node` is dropped here, which tears down whatever was already started.
-        if let Err(e) = node.boot(shim, launch) {
+        let wrapper = wrapper
+            .map(|make| make(node.scratch.as_ref().expect("scratch exists").path()))
+            .unwrap_or_default();
+        if let Err(e) = node.boot(shim, launch, wrapper) {
             let tail = node.containerd_log_tail(40);
             bail!("{e:#}\n---- containerd log tail ----\n{tail}");
         }
         Ok(node)
     }
 
-    fn boot(&mut self, shim: Shim, launch: Option<Launch<'_>>) -> Result<()> {
+    fn boot(&mut self, shim: Shim, launch: Option<Launch<'_>>, wrapper: Vec<String>) -> Result<()> {
         let scratch = self.scratch.as_ref().expect("scratch exists until cleanup");
         let shim_dir = scratch.subdir("bin")?;
         if shim == Shim::Built {
@@ -181,6 +204,7 @@ impl TestNode {
                     paths: self.containerd_paths.clone(),
                     shim_dir,
                     nixlet_config,
+                    wrapper,
                 };
                 Containerd::start(spec, BUSYBOX_IMAGE)?
             }
@@ -244,6 +268,7 @@ impl TestNode {
             annotations: Default::default(),
             log_directory: scratch.path().join("pod-logs").join(format!("{name}-{n}")),
             cgroup_parent: self.cgroup_parent.clone(),
+            attempt: 0,
         }
     }
 
@@ -286,6 +311,28 @@ impl TestNode {
             .context("node is torn down")?
             .root();
         node_config::write_node_config_with(&self.nixlet_config, root, extra)
+    }
+
+    /// Rewrites the node config as the harness writes it with `top` (top-level keys such as
+    /// `gc_roots_dir`) before its first table, `runtime` as the body of `[runtime]` and
+    /// `extra` TOML after it; new shims read it.
+    pub fn set_node_config(&self, top: &str, runtime: &str, extra: &str) -> Result<()> {
+        let root = self
+            .environments
+            .as_ref()
+            .context("node is torn down")?
+            .root();
+        node_config::write_node_config_full(&self.nixlet_config, root, top, runtime, extra)
+    }
+
+    /// The node config file the shims read (`NIXLET_CONFIG`).
+    pub fn node_config_path(&self) -> &Path {
+        &self.nixlet_config
+    }
+
+    /// The node's scratch directory (containerd's root and state, logs, sockets' bundles).
+    pub fn scratch_path(&self) -> Option<&Path> {
+        self.scratch.as_ref().map(Scratch::path)
     }
 
     /// Rewrites the node config as the harness writes it, with `binary_name` as the OCI

@@ -1,4 +1,5 @@
-//! The machine a run was made on, as BENCHMARKS.md describes it: numbers mean little without it.
+//! The machine a run was made on, as BENCHMARKS.md and RELIABILITY.md describe it: numbers mean
+//! little without it.
 
 use std::fs;
 use std::process::Command;
