@@ -54,6 +54,9 @@ pub enum SourceError {
     NotUtf8 { path: PathBuf },
     #[error("{path:?} is not a directory")]
     NotADirectory { path: PathBuf },
+    /// The root is not repeated: errors name the source (`dir <root>`) already.
+    #[error("{path:?} resolves to {resolved:?}, outside the source root")]
+    OutsideRoot { path: PathBuf, resolved: PathBuf },
     #[error("{name:?} cannot be used as a single directory name")]
     UnsafeName { name: String },
     #[error("environment {environment:?} has no generation {generation}: {path:?} does not exist")]
