@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use crate::reference::{EnvRef, ReferenceError};
+use crate::reference::{quoted, EnvRef, ReferenceError};
 
 pub const ENVIRONMENT: &str = "nixlet.dev/environment";
 /// Followed by a container name: an environment for that container only.
@@ -39,8 +39,9 @@ pub enum Selection {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AnnotationError {
     #[error(
-        "annotations {nixlet_key:?} ({nixlet_value:?}) and {flox_key:?} ({flox_value:?}) \
-         disagree; set only one of them"
+        "annotations {nixlet_key:?} ({}) and {flox_key:?} ({}) disagree; set only one of them",
+        quoted(.nixlet_value),
+        quoted(.flox_value)
     )]
     Conflict {
         nixlet_key: String,
@@ -48,7 +49,7 @@ pub enum AnnotationError {
         flox_key: String,
         flox_value: String,
     },
-    #[error("annotation {key:?}: {source}")]
+    #[error("annotation {}: {source}", quoted(.key))]
     InvalidReference {
         key: String,
         #[source]
@@ -344,5 +345,52 @@ mod tests {
              or leading zeros"
         );
         assert!(matches!(error, AnnotationError::InvalidReference { .. }));
+    }
+
+    #[test]
+    fn hostile_values_are_refused_before_anything_is_read() {
+        let megabyte = format!("acme/{}", "a".repeat(1 << 20));
+        let cases = [
+            ("1 MB value", megabyte.as_str()),
+            ("control characters", "acme/web\n\u{1b}[31mred"),
+            ("nul", "acme/web\0"),
+            ("traversal", "../../etc/passwd"),
+            ("dot-dot name", "acme/.."),
+            ("dot owner", "./web"),
+            ("absolute", "/etc/web"),
+            ("percent-encoded traversal", "acme/%2e%2e"),
+            ("backslash", "acme\\..\\web"),
+            ("third component", "acme/web/../../x"),
+            ("huge generation", "acme/web:99999999999999999999999"),
+        ];
+        for (what, value) in cases {
+            // Whatever else the spec says, an invalid reference stops the container here:
+            // select() is the only way to an EnvRef, and a source needs one to read anything.
+            let annotations = container("app", &[(ENVIRONMENT, value)]);
+            let error = select(&annotations).unwrap_err();
+            assert!(
+                matches!(error, AnnotationError::InvalidReference { .. }),
+                "{what}: {error}"
+            );
+            let message = error.to_string();
+            assert!(
+                !message.chars().any(char::is_control),
+                "{what}: {message:?}"
+            );
+            assert!(message.len() < 1024, "{what}: {} bytes", message.len());
+        }
+        let megabyte_conflict = container(
+            "app",
+            &[
+                (ENVIRONMENT, megabyte.as_str()),
+                (FLOX_ENVIRONMENT, "acme/web"),
+            ],
+        );
+        let message = select(&megabyte_conflict).unwrap_err().to_string();
+        assert!(message.len() < 1024, "{} bytes", message.len());
+        assert!(
+            message.contains(&format!("({} bytes)", megabyte.len())),
+            "{message}"
+        );
     }
 }
