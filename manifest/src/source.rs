@@ -67,7 +67,11 @@ pub enum SourceError {
     },
     #[error("environment {environment:?} has no generations: {dir:?} has no numbered directory")]
     NoGenerations { environment: String, dir: PathBuf },
-    #[error("{path:?} must name a generation (a number from 1 up), found {found:?}")]
+    /// `current` can be any file: only its start is quoted.
+    #[error(
+        "{path:?} must name a generation (a number from 1 up), found {}",
+        crate::reference::quoted(.found)
+    )]
     InvalidCurrent { path: PathBuf, found: String },
     #[error(
         "no generation of environment {environment:?} in {dir:?} has a manifest.lock whose \
