@@ -39,8 +39,10 @@ pub enum Selection {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AnnotationError {
     #[error(
-        "annotations {nixlet_key:?} ({}) and {flox_key:?} ({}) disagree; set only one of them",
+        "annotations {} ({}) and {} ({}) disagree; set only one of them",
+        quoted(.nixlet_key),
         quoted(.nixlet_value),
+        quoted(.flox_key),
         quoted(.flox_value)
     )]
     Conflict {
@@ -392,5 +394,16 @@ mod tests {
             message.contains(&format!("({} bytes)", megabyte.len())),
             "{message}"
         );
+        // The per-container keys hold the container's name, which can be as long.
+        let name = "c".repeat(1 << 20);
+        let own = container(
+            &name,
+            &[
+                (&format!("{ENVIRONMENT_PREFIX}{name}"), "acme/a"),
+                (&format!("{FLOX_ENVIRONMENT_PREFIX}{name}"), "acme/b"),
+            ],
+        );
+        let message = select(&own).unwrap_err().to_string();
+        assert!(message.len() < 1024, "{} bytes", message.len());
     }
 }
