@@ -36,7 +36,14 @@ if $merge; then
     nice -n 19 "$binary" -merge=1 -rss_limit_mb=2048 -timeout=10 \
         "$minimised" "fuzz/corpus/$target" "$work/corpus"
     # libFuzzer names merged inputs by their sha1; seeds keep their names (they say what they
-    # are), so only inputs whose content is not a file of the corpus yet are added.
+    # are). Inputs a minimal set no longer needs are dropped, so the corpus (and the replay in
+    # `cargo test`) does not grow with every run; only new contents are added.
+    for file in "fuzz/corpus/$target"/*; do
+        name=$(basename "$file")
+        if [[ $name =~ ^[0-9a-f]{40}$ && ! -e $minimised/$name ]]; then
+            rm "$file"
+        fi
+    done
     known=$(sha1sum "fuzz/corpus/$target"/* | cut -d' ' -f1)
     for file in "$minimised"/*; do
         name=$(basename "$file")
