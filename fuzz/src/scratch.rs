@@ -31,7 +31,10 @@ pub fn scratch() -> MutexGuard<'static, Scratch> {
 
 impl Scratch {
     fn create() -> io::Result<Scratch> {
-        let dir = std::env::temp_dir().join(format!("nixlet-fuzz-{}", std::process::id()));
+        // A static is never dropped and libFuzzer leaves by exit(): the directory outlives the
+        // process, so each new one removes those of processes that are gone.
+        sweep_dead(&std::env::temp_dir());
+        let dir = std::env::temp_dir().join(format!("{PREFIX}{}", std::process::id()));
         if dir.exists() {
             remove_tree(&dir)?;
         }
@@ -79,9 +82,25 @@ impl Scratch {
     }
 }
 
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = remove_tree(&self.dir);
+const PREFIX: &str = "nixlet-fuzz-";
+
+/// Removes the scratch directories of processes that no longer run.
+fn sweep_dead(temp: &Path) {
+    let Ok(entries) = fs::read_dir(temp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|name| name.strip_prefix(PREFIX))
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid.to_string()).exists() {
+            let _ = remove_tree(&entry.path());
+        }
     }
 }
 
