@@ -7,7 +7,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use crate::activate_mode::ActivateMode;
-use crate::reference::{EnvRef, ReferenceError};
+use crate::reference::{quoted, EnvRef, ReferenceError};
 
 pub const ENVIRONMENT: &str = "nixlet.dev/environment";
 /// Followed by a container name: an environment for that container only.
@@ -52,8 +52,11 @@ pub enum Selection {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AnnotationError {
     #[error(
-        "annotations {nixlet_key:?} ({nixlet_value:?}) and {flox_key:?} ({flox_value:?}) \
-         disagree; set only one of them"
+        "annotations {} ({}) and {} ({}) disagree; set only one of them",
+        quoted(.nixlet_key),
+        quoted(.nixlet_value),
+        quoted(.flox_key),
+        quoted(.flox_value)
     )]
     Conflict {
         nixlet_key: String,
@@ -62,12 +65,16 @@ pub enum AnnotationError {
         flox_value: String,
     },
     // The reference error is part of the message, so it is not also a `source`.
-    #[error("annotation {key:?}: {problem}")]
+    #[error("annotation {}: {problem}", quoted(.key))]
     InvalidReference {
         key: String,
         problem: ReferenceError,
     },
-    #[error("annotation {key:?} must be \"dev\" or \"run\", not {value:?}")]
+    #[error(
+        "annotation {} must be \"dev\" or \"run\", not {}",
+        quoted(.key),
+        quoted(.value)
+    )]
     InvalidActivateMode { key: String, value: String },
 }
 
@@ -457,5 +464,63 @@ mod tests {
              or leading zeros"
         );
         assert!(matches!(error, AnnotationError::InvalidReference { .. }));
+    }
+
+    #[test]
+    fn hostile_values_are_refused_before_anything_is_read() {
+        let megabyte = format!("acme/{}", "a".repeat(1 << 20));
+        let cases = [
+            ("1 MB value", megabyte.as_str()),
+            ("control characters", "acme/web\n\u{1b}[31mred"),
+            ("nul", "acme/web\0"),
+            ("traversal", "../../etc/passwd"),
+            ("dot-dot name", "acme/.."),
+            ("dot owner", "./web"),
+            ("absolute", "/etc/web"),
+            ("percent-encoded traversal", "acme/%2e%2e"),
+            ("backslash", "acme\\..\\web"),
+            ("third component", "acme/web/../../x"),
+            ("huge generation", "acme/web:99999999999999999999999"),
+        ];
+        for (what, value) in cases {
+            // Whatever else the spec says, an invalid reference stops the container here:
+            // select() is the only way to an EnvRef, and a source needs one to read anything.
+            let annotations = container("app", &[(ENVIRONMENT, value)]);
+            let error = select(&annotations).unwrap_err();
+            assert!(
+                matches!(error, AnnotationError::InvalidReference { .. }),
+                "{what}: {error}"
+            );
+            let message = error.to_string();
+            assert!(
+                !message.chars().any(char::is_control),
+                "{what}: {message:?}"
+            );
+            assert!(message.len() < 1024, "{what}: {} bytes", message.len());
+        }
+        let megabyte_conflict = container(
+            "app",
+            &[
+                (ENVIRONMENT, megabyte.as_str()),
+                (FLOX_ENVIRONMENT, "acme/web"),
+            ],
+        );
+        let message = select(&megabyte_conflict).unwrap_err().to_string();
+        assert!(message.len() < 1024, "{} bytes", message.len());
+        assert!(
+            message.contains(&format!("({} bytes)", megabyte.len())),
+            "{message}"
+        );
+        // The per-container keys hold the container's name, which can be as long.
+        let name = "c".repeat(1 << 20);
+        let own = container(
+            &name,
+            &[
+                (&format!("{ENVIRONMENT_PREFIX}{name}"), "acme/a"),
+                (&format!("{FLOX_ENVIRONMENT_PREFIX}{name}"), "acme/b"),
+            ],
+        );
+        let message = select(&own).unwrap_err().to_string();
+        assert!(message.len() < 1024, "{} bytes", message.len());
     }
 }

@@ -5,6 +5,11 @@
 //! fills from ConfigMaps. The latest generation is the one named by
 //! `<root>/<owner>/<name>/current` (a file holding the number, or a symlink to the generation
 //! directory), else the highest numbered directory.
+//!
+//! Symlinks are followed (a ConfigMap volume makes every file a symlink into `..data/`), but
+//! only within the root: whatever a link points at is resolved first, and a file or directory
+//! that resolves outside the root is refused before it is read, so a link planted in the tree
+//! cannot make nixlet read (and quote in an error) any file of the node.
 
 use std::fs;
 use std::io::ErrorKind;
@@ -40,6 +45,12 @@ impl EnvironmentSource for DirSource {
     }
 
     fn load(&self, reference: &EnvRef) -> Result<Option<LoadedEnvironment>, SourceError> {
+        let root = match fs::canonicalize(&self.root) {
+            Ok(root) => root,
+            Err(error) if error.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(read_error(&self.root, source)),
+        };
+        let root = root.as_path();
         let env_dir = single_child(
             &single_child(&self.root, &reference.owner)?,
             &reference.name,
@@ -50,11 +61,12 @@ impl EnvironmentSource for DirSource {
             Err(error) if error.kind() == ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(read_error(&env_dir, source)),
         }
+        resolve_inside(root, &env_dir)?;
         let environment = reference.owner_and_name();
 
         let (generation, known_lock) = match reference.selector {
             Selector::Generation(generation) => (generation, None),
-            Selector::Latest => match current_generation(&env_dir)? {
+            Selector::Latest => match current_generation(root, &env_dir)? {
                 Some(generation) => (generation, None),
                 None => {
                     let highest = generations(&env_dir)?.into_iter().max();
@@ -66,7 +78,7 @@ impl EnvironmentSource for DirSource {
                 }
             },
             Selector::Digest(digest) => {
-                let (generation, lock) = generation_with_lock_digest(&env_dir, &digest)?
+                let (generation, lock) = generation_with_lock_digest(root, &env_dir, &digest)?
                     .ok_or_else(|| SourceError::DigestNotFound {
                         environment: environment.clone(),
                         digest: hex::encode(digest),
@@ -84,15 +96,17 @@ impl EnvironmentSource for DirSource {
                 path: generation_dir,
             });
         }
+        resolve_inside(root, &generation_dir)?;
         let manifest_path = generation_dir.join(MANIFEST_FILE);
-        let manifest_bytes = fs::read(&manifest_path).map_err(|e| read_error(&manifest_path, e))?;
+        let manifest_bytes = fs::read(resolve_inside(root, &manifest_path)?)
+            .map_err(|e| read_error(&manifest_path, e))?;
         let manifest_toml =
             String::from_utf8(manifest_bytes).map_err(|_| SourceError::NotUtf8 {
                 path: manifest_path.clone(),
             })?;
         let manifest_lock = match known_lock {
             Some(lock) => Some(lock),
-            None => read_optional(&generation_dir.join(LOCK_FILE))?,
+            None => read_optional(root, &generation_dir.join(LOCK_FILE))?,
         };
         Ok(Some(LoadedEnvironment {
             reference: reference.clone(),
@@ -116,8 +130,21 @@ fn single_child(dir: &Path, name: &str) -> Result<PathBuf, SourceError> {
     }
 }
 
+/// `path` with every symlink resolved, refused unless it lies below `root` (canonical).
+fn resolve_inside(root: &Path, path: &Path) -> Result<PathBuf, SourceError> {
+    let resolved = fs::canonicalize(path).map_err(|e| read_error(path, e))?;
+    if resolved.starts_with(root) {
+        Ok(resolved)
+    } else {
+        Err(SourceError::OutsideRoot {
+            path: path.to_path_buf(),
+            resolved,
+        })
+    }
+}
+
 /// The generation `current` names, if there is a `current`.
-fn current_generation(env_dir: &Path) -> Result<Option<u64>, SourceError> {
+fn current_generation(root: &Path, env_dir: &Path) -> Result<Option<u64>, SourceError> {
     let path = env_dir.join(CURRENT_FILE);
     match fs::symlink_metadata(&path) {
         Ok(_) => {}
@@ -125,7 +152,8 @@ fn current_generation(env_dir: &Path) -> Result<Option<u64>, SourceError> {
         Err(source) => return Err(read_error(&path, source)),
     }
     // Follows symlinks: ConfigMap volumes make every file a symlink into `..data/`.
-    let target = fs::metadata(&path).map_err(|e| read_error(&path, e))?;
+    let resolved = resolve_inside(root, &path)?;
+    let target = fs::metadata(&resolved).map_err(|e| read_error(&path, e))?;
     let invalid = |found: String| SourceError::InvalidCurrent {
         path: path.clone(),
         found,
@@ -141,7 +169,7 @@ fn current_generation(env_dir: &Path) -> Result<Option<u64>, SourceError> {
             .map(Some)
             .ok_or_else(|| invalid(link.display().to_string()));
     }
-    let content = fs::read(&path).map_err(|e| read_error(&path, e))?;
+    let content = fs::read(&resolved).map_err(|e| read_error(&path, e))?;
     let text = String::from_utf8_lossy(&content);
     parse_generation_number(text.trim())
         .map(Some)
@@ -166,6 +194,7 @@ fn generations(env_dir: &Path) -> Result<Vec<u64>, SourceError> {
 
 /// The newest generation whose `manifest.lock` bytes hash to `digest`, with those bytes.
 fn generation_with_lock_digest(
+    root: &Path,
     env_dir: &Path,
     digest: &[u8; 32],
 ) -> Result<Option<(u64, Vec<u8>)>, SourceError> {
@@ -173,7 +202,7 @@ fn generation_with_lock_digest(
     candidates.sort_unstable_by(|a, b| b.cmp(a));
     for generation in candidates {
         let lock_path = env_dir.join(generation.to_string()).join(LOCK_FILE);
-        if let Some(lock) = read_optional(&lock_path)? {
+        if let Some(lock) = read_optional(root, &lock_path)? {
             if Sha256::digest(&lock).as_slice() == digest {
                 return Ok(Some((generation, lock)));
             }
@@ -182,8 +211,14 @@ fn generation_with_lock_digest(
     Ok(None)
 }
 
-fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, SourceError> {
-    match fs::read(path) {
+/// The file at `path`, `None` if there is none (or only a dangling link); refused outside `root`.
+fn read_optional(root: &Path, path: &Path) -> Result<Option<Vec<u8>>, SourceError> {
+    match fs::canonicalize(path) {
+        Ok(_) => {}
+        Err(error) if error.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(read_error(path, source)),
+    }
+    match fs::read(resolve_inside(root, path)?) {
         Ok(bytes) => Ok(Some(bytes)),
         Err(error) if error.kind() == ErrorKind::NotFound => Ok(None),
         Err(source) => Err(read_error(path, source)),
@@ -431,6 +466,113 @@ mod tests {
             load(&source, "acme/web:2").unwrap_err().to_string(),
             format!("{manifest:?} is not valid utf-8")
         );
+    }
+
+    #[test]
+    fn configmap_style_links_inside_the_root_are_followed() {
+        let (root, source) = fixture();
+        // What a ConfigMap volume looks like: each file a link into `..data`, itself a link to
+        // a timestamped directory.
+        let generation = web_dir(&root).join("3");
+        fs::create_dir_all(generation.join("..2024_01_01")).unwrap();
+        fs::write(
+            generation.join("..2024_01_01").join(MANIFEST_FILE),
+            MANIFEST_V1,
+        )
+        .unwrap();
+        fs::write(generation.join("..2024_01_01").join(LOCK_FILE), LOCK_V1).unwrap();
+        std::os::unix::fs::symlink("..2024_01_01", generation.join("..data")).unwrap();
+        for file in [MANIFEST_FILE, LOCK_FILE] {
+            std::os::unix::fs::symlink(format!("..data/{file}"), generation.join(file)).unwrap();
+        }
+        let loaded = load(&source, "acme/web:3").unwrap().unwrap();
+        assert_eq!(loaded.manifest_toml, MANIFEST_V1);
+        assert_eq!(loaded.manifest_lock.as_deref(), Some(LOCK_V1.as_bytes()));
+    }
+
+    #[test]
+    fn links_out_of_the_root_are_refused_before_reading() {
+        // Outside the root: a file whose content must never reach nixlet (nor an error).
+        let outside = tempfile::tempdir().unwrap();
+        let secret = outside.path().join("secret");
+        fs::write(
+            &secret,
+            "version = 1
+[vars]
+SECRET = \"hunter2\"
+",
+        )
+        .unwrap();
+        let outside_generation = outside.path().join("5");
+        fs::create_dir(&outside_generation).unwrap();
+        fs::write(outside_generation.join(MANIFEST_FILE), MANIFEST_V1).unwrap();
+        fs::write(outside.path().join("current"), "2").unwrap();
+        use std::os::unix::fs::symlink as link;
+
+        type Plant = fn(&Path, &Path, &Path);
+        let cases: [(&str, &str, Plant); 7] = [
+            ("manifest.toml", "acme/web:2", |web, secret, _| {
+                fs::remove_file(web.join("2").join(MANIFEST_FILE)).unwrap();
+                link(secret, web.join("2").join(MANIFEST_FILE)).unwrap();
+            }),
+            ("manifest.lock", "acme/web:2", |web, secret, _| {
+                link(secret, web.join("2").join(LOCK_FILE)).unwrap();
+            }),
+            (
+                "lock of a digest search",
+                "acme/web@sha256:0000000000000000000000000000000000000000000000000000000000000000",
+                |web, secret, _| {
+                    link(secret, web.join("2").join(LOCK_FILE)).unwrap();
+                },
+            ),
+            ("current file", "acme/web", |web, _, outside| {
+                link(outside.join("current"), web.join(CURRENT_FILE)).unwrap();
+            }),
+            ("current directory", "acme/web", |web, _, outside| {
+                link(outside.join("5"), web.join(CURRENT_FILE)).unwrap();
+            }),
+            ("generation directory", "acme/web:5", |web, _, outside| {
+                link(outside.join("5"), web.join("5")).unwrap();
+            }),
+            (
+                "relative link up and out",
+                "acme/web:2",
+                |web, secret, _| {
+                    fs::remove_file(web.join("2").join(MANIFEST_FILE)).unwrap();
+                    let up = "../".repeat(web.join("2").components().count());
+                    let target = format!("{up}{}", secret.display());
+                    link(target, web.join("2").join(MANIFEST_FILE)).unwrap();
+                },
+            ),
+        ];
+        for (what, reference, plant) in cases {
+            let (root, source) = fixture();
+            plant(&web_dir(&root), &secret, outside.path());
+            let error = load(&source, reference).unwrap_err();
+            assert!(
+                matches!(&error, SourceError::OutsideRoot { resolved, .. }
+                    if resolved.starts_with(outside.path().canonicalize().unwrap())),
+                "{what}: {error}"
+            );
+            let message = error.to_string();
+            assert!(
+                message.contains("outside the source root"),
+                "{what}: {message}"
+            );
+            assert!(!message.contains("hunter2"), "{what}: {message}");
+        }
+
+        // The environment directory itself linked out of the root.
+        let (root, source) = fixture();
+        fs::create_dir_all(outside.path().join("web/1")).unwrap();
+        fs::write(
+            outside.path().join("web/1").join(MANIFEST_FILE),
+            MANIFEST_V1,
+        )
+        .unwrap();
+        link(outside.path().join("web"), root.path().join("acme/api")).unwrap();
+        let error = load(&source, "acme/api").unwrap_err();
+        assert!(matches!(error, SourceError::OutsideRoot { .. }), "{error}");
     }
 
     #[test]

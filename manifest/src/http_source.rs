@@ -121,7 +121,11 @@ pub enum HttpSourceError {
     NotUtf8 { url: String },
     #[error("{url} answered more than {limit} bytes; a manifest or lock is far smaller")]
     TooLarge { url: String, limit: u64 },
-    #[error("{url} must hold a generation (a number from 1 up), found {found:?}")]
+    /// The server's answer can be up to 64 MiB: only its start is quoted.
+    #[error(
+        "{url} must hold a generation (a number from 1 up), found {}",
+        crate::reference::quoted(.found)
+    )]
     InvalidCurrent { url: String, found: String },
     #[error("environment {environment:?} has no generation {generation}: {url} answered 404")]
     GenerationMissing {
@@ -878,6 +882,23 @@ mod tests {
                 "{}/envs/acme/web/3/manifest.toml is not valid utf-8",
                 server.url()
             )
+        );
+    }
+
+    #[test]
+    fn a_huge_current_is_quoted_only_in_part() {
+        // A hostile or misconfigured server answering `current` with megabytes (here 8 MiB of
+        // one line) must not put them all into the error, which reaches logs and Events.
+        let server = server(|config| {
+            config
+                .files
+                .insert("/envs/acme/web/current".into(), vec![b'x'; 8 << 20]);
+        });
+        let message = error_of(&source(&server, fast()), "acme/web");
+        assert!(message.len() < 1024, "{} bytes", message.len());
+        assert!(
+            message.ends_with(&format!("… ({} bytes)", 8 << 20)),
+            "{message}"
         );
     }
 

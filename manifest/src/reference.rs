@@ -28,8 +28,21 @@ pub enum Selector {
     Digest([u8; 32]),
 }
 
+/// Longest value an error quotes whole: a pod can carry annotations of a megabyte, and the
+/// error goes to containerd's log and Kubernetes Events.
+const MAX_QUOTED: usize = 128;
+
+/// `value` quoted and escaped (no raw control character reaches a log), cut to its first
+/// [`MAX_QUOTED`] characters.
+pub(crate) fn quoted(value: &str) -> String {
+    match value.char_indices().nth(MAX_QUOTED) {
+        None => format!("{value:?}"),
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &value[..cut], value.len()),
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid environment reference {value:?}: {problem}")]
+#[error("invalid environment reference {}: {problem}", quoted(.value))]
 pub struct ReferenceError {
     /// The whole value as given.
     pub value: String,
@@ -43,18 +56,20 @@ pub enum ReferenceProblem {
     #[error("only one '/' is allowed, between owner and name")]
     TooManySlashes,
     #[error(
-        "{part} {text:?} must be 1 to 64 characters of A-Z a-z 0-9 . _ - and not \".\" or \"..\""
+        "{part} {} must be 1 to 64 characters of A-Z a-z 0-9 . _ - and not \".\" or \"..\"",
+        quoted(.text)
     )]
     InvalidPart { part: &'static str, text: String },
     #[error("a generation (':') and a digest ('@') cannot both be given")]
     GenerationAndDigest,
     #[error(
-        "generation {text:?} must be a decimal number from 1 up, without sign or leading zeros"
+        "generation {} must be a decimal number from 1 up, without sign or leading zeros",
+        quoted(.text)
     )]
     InvalidGeneration { text: String },
     #[error("the digest must be written \"sha256:\" followed by 64 lowercase hex characters")]
     UnsupportedDigest,
-    #[error("sha256 digest {hex:?} must be exactly 64 lowercase hex characters")]
+    #[error("sha256 digest {} must be exactly 64 lowercase hex characters", quoted(.hex))]
     InvalidDigest { hex: String },
 }
 

@@ -54,6 +54,9 @@ pub enum SourceError {
     NotUtf8 { path: PathBuf },
     #[error("{path:?} is not a directory")]
     NotADirectory { path: PathBuf },
+    /// The root is not repeated: errors name the source (`dir <root>`) already.
+    #[error("{path:?} resolves to {resolved:?}, outside the source root")]
+    OutsideRoot { path: PathBuf, resolved: PathBuf },
     #[error("{name:?} cannot be used as a single directory name")]
     UnsafeName { name: String },
     #[error("environment {environment:?} has no generation {generation}: {path:?} does not exist")]
@@ -64,7 +67,11 @@ pub enum SourceError {
     },
     #[error("environment {environment:?} has no generations: {dir:?} has no numbered directory")]
     NoGenerations { environment: String, dir: PathBuf },
-    #[error("{path:?} must name a generation (a number from 1 up), found {found:?}")]
+    /// `current` can be any file: only its start is quoted.
+    #[error(
+        "{path:?} must name a generation (a number from 1 up), found {}",
+        crate::reference::quoted(.found)
+    )]
     InvalidCurrent { path: PathBuf, found: String },
     #[error(
         "no generation of environment {environment:?} in {dir:?} has a manifest.lock whose \

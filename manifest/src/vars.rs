@@ -8,11 +8,19 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+/// The longest value a variable with references may expand to: Linux refuses a larger
+/// environment string
+/// (`MAX_ARG_STRLEN`, 32 pages) at exec anyway, and without a bound a few lines of doubling
+/// references (`A = "${B}${B}"`, `B = "${C}${C}"`, …) would expand to more than memory holds.
+pub const MAX_EXPANDED_LEN: usize = 128 * 1024;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VarsError {
     /// The names along the cycle, starting and ending with the same name.
     #[error("[vars] reference each other in a cycle: {}", quoted_chain(.0))]
     Cycle(Vec<String>),
+    #[error("[vars] {name:?} expands to more than {MAX_EXPANDED_LEN} bytes")]
+    TooLong { name: String },
 }
 
 fn quoted_chain(names: &[String]) -> String {
@@ -50,14 +58,24 @@ pub fn expand_vars(vars: &BTreeMap<String, String>) -> Result<Vec<(String, Strin
 
     let mut expanded: BTreeMap<&str, String> = BTreeMap::new();
     for name in &order {
-        let value = pieces[name]
+        let parts: Vec<&str> = pieces[name]
             .iter()
             .map(|piece| match piece {
                 Piece::Text(text) => *text,
                 Piece::Reference(other) => expanded[other].as_str(),
             })
-            .collect::<String>();
-        expanded.insert(name, value);
+            .collect();
+        // Measured before anything is built: every part is bounded already, so the sum is too.
+        // A value without references is as long as the manifest made it, and left alone.
+        let expands = pieces[name]
+            .iter()
+            .any(|piece| matches!(piece, Piece::Reference(_)));
+        if expands && parts.iter().map(|part| part.len()).sum::<usize>() > MAX_EXPANDED_LEN {
+            return Err(VarsError::TooLong {
+                name: name.to_string(),
+            });
+        }
+        expanded.insert(name, parts.concat());
     }
     Ok(order
         .into_iter()
@@ -69,6 +87,10 @@ pub fn expand_vars(vars: &BTreeMap<String, String>) -> Result<Vec<(String, Strin
 }
 
 /// Splits `value` into text and references to *other* variables of `vars`.
+///
+/// A reference is `${` a valid name `}`; names are checked when the manifest is read, so no
+/// other text between braces can name a variable. Scanning only name characters keeps this
+/// linear: looking for the next `}` from every `${` took quadratic time on `${${${…}`.
 fn split_references<'a>(
     own_name: &str,
     value: &'a str,
@@ -79,9 +101,15 @@ fn split_references<'a>(
     let mut search_from = 0;
     while let Some(offset) = value[search_from..].find("${") {
         let open = search_from + offset;
-        let Some(close) = value[open + 2..].find('}').map(|i| open + 2 + i) else {
-            break;
-        };
+        let after = &value[open + 2..];
+        let name_len = after
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(after.len());
+        if !after[name_len..].starts_with('}') {
+            search_from = open + 2;
+            continue;
+        }
+        let close = open + 2 + name_len;
         let name = &value[open + 2..close];
         if name != own_name && vars.contains_key(name) {
             if text_start < open {
@@ -118,20 +146,40 @@ fn dependency_order<'a>(
         })
         .collect();
 
+    // Kahn's algorithm with the ready names kept sorted: always placing the smallest ready
+    // name gives the alphabetically smallest order, in O(n log n) where searching every name
+    // for a ready one each time took quadratic time on a long chain.
+    let mut waiting: BTreeMap<&str, usize> = dependencies
+        .iter()
+        .map(|(name, deps)| (*name, deps.len()))
+        .collect();
+    let mut dependents: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (name, deps) in &dependencies {
+        for dep in deps {
+            dependents.entry(*dep).or_default().push(*name);
+        }
+    }
+    let mut ready: BTreeSet<&str> = waiting
+        .iter()
+        .filter(|(_, count)| **count == 0)
+        .map(|(name, _)| *name)
+        .collect();
     let mut order = Vec::with_capacity(dependencies.len());
     let mut placed = BTreeSet::new();
-    while order.len() < dependencies.len() {
-        let ready = dependencies
-            .iter()
-            .find(|(name, deps)| !placed.contains(*name) && deps.is_subset(&placed))
-            .map(|(name, _)| *name);
-        match ready {
-            Some(name) => {
-                placed.insert(name);
-                order.push(name);
+    while let Some(name) = ready.pop_first() {
+        placed.insert(name);
+        order.push(name);
+        for dependent in dependents.get(name).into_iter().flatten() {
+            if let Some(count) = waiting.get_mut(dependent) {
+                *count -= 1;
+                if *count == 0 {
+                    ready.insert(*dependent);
+                }
             }
-            None => return Err(VarsError::Cycle(find_cycle(&dependencies, &placed))),
         }
+    }
+    if order.len() < dependencies.len() {
+        return Err(VarsError::Cycle(find_cycle(&dependencies, &placed)));
     }
     Ok(order)
 }
@@ -144,9 +192,11 @@ fn find_cycle(
 ) -> Vec<String> {
     let unplaced = |name: &&str| !placed.contains(name);
     let mut path: Vec<&str> = Vec::new();
+    // Where each name is on the path: searching the path took quadratic time on long cycles.
+    let mut position: BTreeMap<&str, usize> = BTreeMap::new();
     let mut current = dependencies.keys().copied().find(unplaced);
     while let Some(name) = current {
-        if let Some(start) = path.iter().position(|seen| *seen == name) {
+        if let Some(&start) = position.get(name) {
             let mut cycle: Vec<&str> = path[start..].to_vec();
             // Start at the smallest name so that the message does not depend on where the
             // walk entered the cycle.
@@ -155,6 +205,7 @@ fn find_cycle(
             cycle.push(cycle[0]);
             return cycle.into_iter().map(str::to_string).collect();
         }
+        position.insert(name, path.len());
         path.push(name);
         current = dependencies[name].iter().copied().find(unplaced);
     }
@@ -268,6 +319,68 @@ mod tests {
             expand_vars(&input).unwrap_err(),
             VarsError::Cycle(vec!["X".into(), "Y".into(), "Z".into(), "X".into()])
         );
+    }
+
+    #[test]
+    fn doubling_references_are_refused_before_they_are_built() {
+        // 64 levels would expand to 2^64 bytes.
+        let mut entries: Vec<(String, String)> = (0..64)
+            .map(|i| {
+                (
+                    format!("V{i:02}"),
+                    format!("${{V{:02}}}${{V{:02}}}", i + 1, i + 1),
+                )
+            })
+            .collect();
+        entries.push(("V64".to_string(), "xxxxxxxx".to_string()));
+        let vars: BTreeMap<String, String> = entries.into_iter().collect();
+        let error = expand_vars(&vars).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!("[vars] \"V49\" expands to more than {MAX_EXPANDED_LEN} bytes")
+        );
+        // Right at the limit is still fine.
+        let at_limit = vars_of(&[("A", &"x".repeat(MAX_EXPANDED_LEN / 2)), ("B", "${A}${A}")]);
+        assert_eq!(expand_vars(&at_limit).unwrap()[1].1.len(), MAX_EXPANDED_LEN);
+    }
+
+    #[test]
+    fn long_chains_and_long_values_take_linear_time() {
+        // Each took hours before: a quadratic search for the next ready name over 200,000
+        // variables, and a quadratic search for `}` in a megabyte of `${`.
+        let started = std::time::Instant::now();
+        let mut chain: BTreeMap<String, String> = (1..200_000)
+            .map(|i| (format!("V{i:06}"), format!("${{V{:06}}}", i - 1)))
+            .collect();
+        chain.insert("V000000".to_string(), "end".to_string());
+        let expanded = expand_vars(&chain).unwrap();
+        assert_eq!(
+            expanded.last().unwrap(),
+            &("V199999".to_string(), "end".to_string())
+        );
+        // The same chain closed into a cycle is reported, just as fast.
+        chain.insert("V000000".to_string(), "${V199999}".to_string());
+        assert!(
+            matches!(expand_vars(&chain), Err(VarsError::Cycle(cycle)) if cycle.len() == 200_001)
+        );
+        let braces = format!("{}}}", "${".repeat(500_000));
+        let expanded = expand_vars(&vars_of(&[("A", &braces), ("B", "b")])).unwrap();
+        assert_eq!(expanded[0].1, braces);
+        let braces = format!("${{B}}{}}}", "${".repeat(50_000));
+        let expanded = expand_vars(&vars_of(&[("A", &braces), ("B", "b")])).unwrap();
+        assert_eq!(expanded[1].1.len(), braces.len() - "${B}".len() + 1);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    fn vars_of(entries: &[(&str, &str)]) -> BTreeMap<String, String> {
+        entries
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]

@@ -234,6 +234,38 @@ mod tests {
     }
 
     #[test]
+    fn paths_outside_the_store_are_refused_in_every_path_field() {
+        let cases = [
+            (
+                "StorePath",
+                record("").replace(PATH, "/tmp/store/jmd3d6znmmn7ak7kzrl2l3920b6l2cz1-d"),
+            ),
+            (
+                "StorePath",
+                record("").replace(PATH, "/nix/store/../../etc/passwd"),
+            ),
+            ("References", record("References: ../../etc/passwd\n")),
+            ("References", record("References: /etc/passwd\n")),
+            (
+                "References",
+                record("References: jmd3d6znmmn7ak7kzrl2l3920b6l2cz1-d/../../x\n"),
+            ),
+            ("References", record("References: tooshort-x\n")),
+            ("Deriver", record("Deriver: ../x.drv\n")),
+        ];
+        for (field, text) in cases {
+            let error = NarInfo::parse(text.as_bytes(), &expected()).unwrap_err();
+            assert!(
+                matches!(
+                    error,
+                    NarInfoError::Malformed(_) | NarInfoError::InvalidPath { .. }
+                ),
+                "{field}: {error}"
+            );
+        }
+    }
+
+    #[test]
     fn unsupported_compression_and_garbage_are_errors() {
         let error = NarInfo::parse(record("Compression: lz4\n").as_bytes(), &expected());
         assert_eq!(

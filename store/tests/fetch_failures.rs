@@ -506,8 +506,10 @@ impl Nar {
     }
 }
 
-fn hostile_nars() -> Vec<(&'static str, Vec<u8>)> {
-    let one = |name: &'static [u8]| Nar::start().dir(|n| n.entry(name, |n| n.file(b"x"))).0;
+/// Archives no honest cache serves, each with what its rejection says: a malformed NAR, or
+/// the local write the kernel refuses. None of them may leave anything in the store.
+fn hostile_nars() -> Vec<(&'static str, Vec<u8>, &'static str)> {
+    let one = |name: &[u8]| Nar::start().dir(|n| n.entry(name, |n| n.file(b"x"))).0;
     let two = |a: &'static [u8], b: &'static [u8]| {
         Nar::start()
             .dir(|n| n.entry(a, |n| n.file(b"x")).entry(b, |n| n.file(b"y")))
@@ -537,28 +539,62 @@ fn hostile_nars() -> Vec<(&'static str, Vec<u8>)> {
                 .entry(b"a", |n| n.dir(|n| n.entry(b"pwned", |n| n.file(b"x"))))
         })
         .0;
+    // A symlink out of the path, then a file "through" it: the second entry is a sibling with
+    // its own name, so it lands inside the path however the link points.
+    let link_then_sibling = Nar::start()
+        .dir(|n| {
+            n.entry(b"a", |n| n.symlink(b"../../../tmp"))
+                .entry(b"a/pwned", |n| n.file(b"x"))
+        })
+        .0;
+    // Names longer than any filesystem allows (255 bytes), and a name token far longer than
+    // any name, which must be refused before it is read into memory.
+    let long_name = one(&[b'n'; 256]);
+    let mut huge_token = Nar::start()
+        .tokens(&[b"(", b"type", b"directory", b"entry", b"(", b"name"])
+        .0;
+    huge_token.extend_from_slice(&(1u64 << 40).to_le_bytes());
+    huge_token.extend_from_slice(&[b'n'; 4096]);
+    let long_target = Nar::start().symlink(&[b't'; 8192]).0;
+    // Contents that claim more bytes than the archive has.
+    let mut short_contents = Nar::start()
+        .tokens(&[b"(", b"type", b"regular", b"contents"])
+        .0;
+    short_contents.extend_from_slice(&u64::MAX.to_le_bytes());
+    short_contents.extend_from_slice(b"only a few bytes");
+    const MALFORMED: &str = "malformed nar from";
     vec![
-        ("dot-dot", one(b"..")),
-        ("dot", one(b".")),
-        ("empty-name", one(b"")),
-        ("slash", one(b"etc/passwd")),
-        ("nul", one(b"a\0b")),
-        ("unsorted", two(b"b", b"a")),
-        ("duplicate", two(b"a", b"a")),
-        ("symlink-then-dir", escape),
-        ("padding", padding),
-        ("trailing", trailing),
-        ("deep", deep.0),
+        ("dot-dot", one(b".."), MALFORMED),
+        ("dot", one(b"."), MALFORMED),
+        ("empty-name", one(b""), MALFORMED),
+        ("slash", one(b"etc/passwd"), MALFORMED),
+        ("nul", one(b"a\0b"), MALFORMED),
+        ("unsorted", two(b"b", b"a"), MALFORMED),
+        ("duplicate", two(b"a", b"a"), MALFORMED),
+        ("symlink-then-dir", escape, MALFORMED),
+        ("symlink-then-child", link_then_sibling, MALFORMED),
+        ("padding", padding, MALFORMED),
+        ("trailing", trailing, MALFORMED),
+        ("deep", deep.0, MALFORMED),
+        ("huge-name-token", huge_token, MALFORMED),
+        ("long-name", long_name, "File name too long"),
+        ("long-symlink-target", long_target, "File name too long"),
+        ("short-contents", short_contents, MALFORMED),
     ]
 }
 
-#[tokio::test]
-async fn hostile_nars_from_a_trusted_cache_are_refused() {
-    if !prereq::ready("hostile_nars_from_a_trusted_cache_are_refused") {
-        return;
-    }
-    // A trusted but compromised cache: the narinfos are validly signed, the NARs are hostile.
-    let s = Scenario::new("hostile", "none");
+/// A trusted but compromised cache: serves `nar` (compressed as `compression` says) as a new
+/// path named after `what`, with a narinfo signed by the cache's trusted key that states
+/// `nar_size` and `references` (full paths, as signed).
+fn serve_signed(
+    s: &Scenario,
+    what: &str,
+    body: &[u8],
+    compression: &str,
+    nar_hash: [u8; 32],
+    nar_size: u64,
+    references: &[&str],
+) -> StorePath {
     let secret = std::fs::read_to_string(&s.cache.secret_key_file).unwrap();
     let (key_name, secret) = secret.trim().split_once(':').unwrap();
     let secret: [u8; 64] = base64::engine::general_purpose::STANDARD
@@ -567,39 +603,166 @@ async fn hostile_nars_from_a_trusted_cache_are_refused() {
         .try_into()
         .unwrap();
     let signing = ed25519_dalek::SigningKey::from_keypair_bytes(&secret).unwrap();
-    for (what, nar) in hostile_nars() {
-        let name = format!("nixlet-fetch-{}-{what}", s.closure.tag);
-        let hash = nixlet_store::nix32::encode(&Sha256::digest(name.as_bytes())[..20]);
-        let path = StorePath::parse(&format!("/nix/store/{hash}-{name}")).unwrap();
-        let nar_hash: [u8; 32] = Sha256::digest(&nar).into();
-        let nar_file = format!("nar/{what}.nar");
-        std::fs::write(s.cache.root().join(&nar_file), &nar).unwrap();
-        let fingerprint =
-            nixlet_store::signature::fingerprint(&path, &nar_hash, nar.len() as u64, []);
-        let signature = ed25519_dalek::Signer::sign(&signing, fingerprint.as_bytes());
-        let narinfo = format!(
-            "StorePath: {path}\nURL: {nar_file}\nCompression: none\nNarHash: sha256:{}\n\
-             NarSize: {}\nReferences: \nSig: {key_name}:{}\n",
-            nixlet_store::nix32::encode(&nar_hash),
-            nar.len(),
-            base64::engine::general_purpose::STANDARD.encode(signature.to_bytes())
-        );
-        std::fs::write(s.cache.root().join(format!("{hash}.narinfo")), narinfo).unwrap();
+    let name = format!("nixlet-fetch-{}-{what}", s.closure.tag);
+    let hash = nixlet_store::nix32::encode(&Sha256::digest(name.as_bytes())[..20]);
+    let path = StorePath::parse(&format!("/nix/store/{hash}-{name}")).unwrap();
+    let nar_hash_text = format!("sha256:{}", nixlet_store::nix32::encode(&nar_hash));
+    // Written out rather than through signature::fingerprint, which takes only valid paths.
+    let fingerprint = format!(
+        "1;{path};{nar_hash_text};{nar_size};{}",
+        references.join(",")
+    );
+    let signature = ed25519_dalek::Signer::sign(&signing, fingerprint.as_bytes());
+    let nar_file = format!("nar/{what}.nar");
+    std::fs::write(s.cache.root().join(&nar_file), body).unwrap();
+    let base_names: Vec<&str> = references
+        .iter()
+        .map(|r| r.strip_prefix("/nix/store/").unwrap_or(r))
+        .collect();
+    let narinfo = format!(
+        "StorePath: {path}\nURL: {nar_file}\nCompression: {compression}\nNarHash: {nar_hash_text}\n\
+         NarSize: {nar_size}\nReferences: {}\nSig: {key_name}:{}\n",
+        base_names.join(" "),
+        base64::engine::general_purpose::STANDARD.encode(signature.to_bytes())
+    );
+    std::fs::write(s.cache.root().join(format!("{hash}.narinfo")), narinfo).unwrap();
+    path
+}
 
-        let error = Fetcher::new(vec![s.substituter()], test_options())
-            .unwrap()
-            .fetch_closure(std::slice::from_ref(&path))
-            .await
-            .unwrap_err();
-        let message = error.to_string();
+async fn fetch_one(s: &Scenario, path: &StorePath) -> FetchError {
+    Fetcher::new(vec![s.substituter()], test_options())
+        .unwrap()
+        .fetch_closure(std::slice::from_ref(path))
+        .await
+        .expect_err("a hostile path must be refused")
+}
+
+#[tokio::test]
+async fn hostile_nars_from_a_trusted_cache_are_refused() {
+    if !prereq::ready("hostile_nars_from_a_trusted_cache_are_refused") {
+        return;
+    }
+    // The narinfos are validly signed by the trusted key; the NARs are hostile.
+    let s = Scenario::new("hostile", "none");
+    for (what, nar, cause) in hostile_nars() {
+        let nar_hash: [u8; 32] = Sha256::digest(&nar).into();
+        let path = serve_signed(&s, what, &nar, "none", nar_hash, nar.len() as u64, &[]);
+        let message = fetch_one(&s, &path).await.to_string();
         assert!(
             message.contains(&format!("cannot fetch {path} from {}", s.server.url())),
             "{what}: {message}"
         );
-        assert!(message.contains("malformed nar from"), "{what}: {message}");
+        assert!(message.contains(cause), "{what}: {message}");
         s.assert_unchanged();
     }
     assert!(!std::path::Path::new("/tmp/pwned").exists());
+}
+
+/// A NAR of one regular file of `size` zero bytes (a multiple of 8), compressed as Nix names
+/// `compression`, streamed through the encoder so the expanded bytes never sit in memory.
+fn zero_file_nar(compression: &str, size: u64) -> Vec<u8> {
+    use std::io::Write;
+    fn feed<W: Write>(mut encoder: W, size: u64) -> W {
+        let head = Nar::start()
+            .tokens(&[b"(", b"type", b"regular", b"contents"])
+            .0;
+        encoder.write_all(&head).unwrap();
+        encoder.write_all(&size.to_le_bytes()).unwrap();
+        let chunk = vec![0u8; 1 << 20];
+        let mut left = size;
+        while left > 0 {
+            let n = left.min(chunk.len() as u64);
+            encoder.write_all(&chunk[..n as usize]).unwrap();
+            left -= n;
+        }
+        encoder.write_all(&Nar::default().token(b")").0).unwrap();
+        encoder
+    }
+    match compression {
+        "xz" => feed(xz2::write::XzEncoder::new(Vec::new(), 1), size)
+            .finish()
+            .unwrap(),
+        "zstd" => feed(
+            zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap(),
+            size,
+        )
+        .finish()
+        .unwrap(),
+        "bzip2" => feed(
+            bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast()),
+            size,
+        )
+        .finish()
+        .unwrap(),
+        other => panic!("no encoder for {other}"),
+    }
+}
+
+#[tokio::test]
+async fn decompression_bombs_stop_at_the_signed_nar_size() {
+    if !prereq::ready("decompression_bombs_stop_at_the_signed_nar_size") {
+        return;
+    }
+    let s = Scenario::new("bomb", "none");
+    // 64 MiB of zeros compress to a few kilobytes; the signed narinfo says the NAR is 4 KiB.
+    const EXPANDED: u64 = 64 << 20;
+    const CLAIMED: u64 = 4096;
+    for compression in ["xz", "zstd", "bzip2"] {
+        let body = zero_file_nar(compression, EXPANDED);
+        assert!(body.len() < 1 << 20, "{compression}: {} bytes", body.len());
+        let path = serve_signed(
+            &s,
+            &format!("bomb-{compression}"),
+            &body,
+            compression,
+            [0; 32],
+            CLAIMED,
+            &[],
+        );
+        let message = fetch_one(&s, &path).await.to_string();
+        assert!(message.contains(&path.to_string()), "{message}");
+        assert!(
+            message.contains(&format!(
+                "nar size mismatch: narinfo says {CLAIMED} bytes, the download has more than {CLAIMED}"
+            )),
+            "{compression}: {message}"
+        );
+        s.assert_unchanged();
+    }
+}
+
+#[tokio::test]
+async fn signed_narinfos_naming_paths_outside_the_store_are_refused() {
+    if !prereq::ready("signed_narinfos_naming_paths_outside_the_store_are_refused") {
+        return;
+    }
+    // Validly signed, so only the parser stands between these and the store.
+    let s = Scenario::new("outside", "none");
+    let nar = Nar::start().file(b"x").0;
+    let nar_hash: [u8; 32] = Sha256::digest(&nar).into();
+    for (what, reference) in [
+        ("etc-passwd", "/etc/passwd"),
+        ("traversal", "/nix/store/../../etc/passwd"),
+        ("not-a-store-name", "/nix/store/not-a-hash-name"),
+        (
+            "other-store",
+            "/gnu/store/00000000000000000000000000000000-x",
+        ),
+    ] {
+        let path = serve_signed(
+            &s,
+            what,
+            &nar,
+            "none",
+            nar_hash,
+            nar.len() as u64,
+            &[reference],
+        );
+        let message = fetch_one(&s, &path).await.to_string();
+        assert!(message.contains(&path.to_string()), "{what}: {message}");
+        assert!(message.contains("narinfo"), "{what}: {message}");
+        s.assert_unchanged();
+    }
 }
 
 /// A content-addressed path (`nix-store --add`) in an unsigned cache.
