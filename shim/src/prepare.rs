@@ -10,12 +10,13 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use nixlet_manifest::{
-    activate_mode, select, skips_exec, EnvRef, ResolvedEnv, Selection, StorePath,
+    activate_mode, select, skips_exec, ActivateMode, EnvRef, ResolvedEnv, Selection, StorePath,
 };
 use nixlet_store::environment_sbom::environment_sbom;
 use nixlet_store::sbom::SBOM_VIEW_PATH;
-use nixlet_store::view_install::install_view;
-use nixlet_store::view_tree::{ViewFile, ViewInput, ViewTree};
+use nixlet_store::view::install::install_view;
+use nixlet_store::view::propagated::{with_propagated, Propagation};
+use nixlet_store::view::tree::{ViewFile, ViewInput, ViewTree};
 use nixlet_store::{FetchError, Fetcher, FlakeRecipe, GcLock};
 use serde_json::Value;
 use tokio::sync::OnceCell;
@@ -155,7 +156,9 @@ pub async fn prepare_bundle(
         );
         report.fetch = Some(summary);
     }
-    let view = build_view(&env, &reference, config)
+    // The pod's annotation over the manifest's option, and Flox's default, dev.
+    let mode = mode_asked.or(env.activate_mode).unwrap_or_default();
+    let view = build_view(&env, &reference, mode, config)
         .await
         .map_err(|error| fail(Phase::Install, &*error))?;
     let facts = {
@@ -166,8 +169,6 @@ pub async fn prepare_bundle(
         .await?
     };
     let command = command_plan(&env, &facts).map_err(|error| fail(Phase::Rewrite, &error))?;
-    // The pod's annotation over the manifest's option, and Flox's default, dev.
-    let mode = mode_asked.or(env.activate_mode).unwrap_or_default();
     let overlay = EnvOverlay::for_view(&env, &facts, mode);
 
     let mounts = plan_store_mounts(config, &roots, &view)
@@ -247,13 +248,16 @@ fn fetch_phase(error: &FetchError) -> Phase {
     }
 }
 
-/// The merged view of every realised output, with the lock file and the activation scripts.
+/// The merged view of every realised output and what they propagate in `mode`, with the lock
+/// file and the activation scripts. Like Flox's `run` and `dev` outputs, the two modes give
+/// different views only when a package propagates build inputs.
 async fn build_view(
     env: &ResolvedEnv,
     reference: &EnvRef,
+    mode: ActivateMode,
     config: &NodeConfig,
 ) -> Result<StorePath, Box<dyn std::error::Error + Send + Sync>> {
-    let inputs: Vec<ViewInput> = env
+    let explicit: Vec<ViewInput> = env
         .packages
         .iter()
         .flat_map(|package| {
@@ -264,6 +268,13 @@ async fn build_view(
             })
         })
         .collect();
+    let propagation = match mode {
+        ActivateMode::Dev => Propagation::WithBuildInputs,
+        ActivateMode::Run => Propagation::UserEnvPackages,
+    };
+    // A few small reads per output, so done at every Create: the view cache's key needs them.
+    let inputs =
+        tokio::task::spawn_blocking(move || with_propagated(&explicit, propagation)).await?;
     let mut files: Vec<ViewFile> = activation_files(env)
         .into_iter()
         .map(|file| ViewFile {

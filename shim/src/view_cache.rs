@@ -15,7 +15,7 @@
 use std::path::{Path, PathBuf};
 
 use nixlet_manifest::{ResolvedEnv, StorePath};
-use nixlet_store::view_tree::{ViewFile, ViewInput};
+use nixlet_store::view::tree::{ViewFile, ViewInput};
 use sha2::{Digest, Sha256};
 
 pub struct ViewCache {

@@ -29,8 +29,8 @@ pub mod signature;
 mod speed_floor;
 mod substituter;
 pub mod trust;
-pub mod view_install;
-pub mod view_tree;
+// The environment view: the merged tree of an environment's outputs, installed as a store path.
+pub mod view;
 
 // One bind mount per container: the closure as a hard-link farm, and its GC.
 pub mod store_tree;

@@ -8,8 +8,8 @@ use std::path::Path;
 use std::process::Command;
 
 use nixlet_manifest::StorePath;
-use nixlet_store::view_install::{install_view, view_path};
-use nixlet_store::view_tree::{ViewFile, ViewInput, ViewTree};
+use nixlet_store::view::install::{install_view, view_path};
+use nixlet_store::view::tree::{ViewFile, ViewInput, ViewTree};
 use support::nix_fixture::{delete_paths, is_registered, nix, unique_tag, Closure};
 use support::prereq;
 

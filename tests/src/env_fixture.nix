@@ -7,7 +7,10 @@
 #   coreutils     busybox applet links (sh, cat, env, dirname, pwd, ls, …) to this tag's busybox;
 #   bash          a static bash (Debian's bash-static), as bin/bash;
 #   docs          share/man, share/info and etc/ssl/certs/ca-bundle.crt, so that MANPATH,
-#                 INFOPATH and SSL_CERT_FILE get set.
+#                 INFOPATH and SSL_CERT_FILE get set;
+#   library       propagates `buildDep` (nix-support/propagated-build-inputs, linked only into
+#                 dev views, as Flox links it) and `userDep` (propagated-user-env-packages,
+#                 linked into every view); each of those has a bin/ program naming itself.
 { busyboxSrc, bashSrc, tag }:
 let
   system = builtins.currentSystem;
@@ -59,9 +62,24 @@ let
     echo "tool info" > $out/share/info/tool.info
     echo "not really a certificate (${tag})" > $out/etc/ssl/certs/ca-bundle.crt
   '';
+  dep = which: mk which ''
+    mkdir -p $out/bin $out/lib
+    printf '#!${bb} sh\necho "${which} linked"\n' > $out/bin/${which}
+    chmod 0555 $out/bin/${which}
+    echo "${which}" > $out/lib/${which}.txt
+  '';
+  buildDep = dep "build-dep";
+  userDep = dep "user-dep";
+
+  library = mk "library" ''
+    mkdir -p $out/include $out/nix-support
+    echo "/* library */" > $out/include/library.h
+    printf '%s\n' "${buildDep}" > $out/nix-support/propagated-build-inputs
+    printf '%s' "${userDep}" > $out/nix-support/propagated-user-env-packages
+  '';
 in
 {
-  inherit busybox coreutils bash docs;
+  inherit busybox coreutils bash docs library buildDep userDep;
   toolA = tool "A";
   toolB = tool "B";
 }

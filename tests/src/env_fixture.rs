@@ -1,5 +1,6 @@
 //! Store paths for the environment tests (`env_fixture.nix`): two packages whose files collide,
-//! busybox applets, a static bash for activation hooks, and a package of docs and certificates.
+//! busybox applets, a static bash for activation hooks, a package of docs and certificates, and a
+//! library that propagates two packages.
 //!
 //! Built with `nix-build` into a directory of the test node's scratch dir; the out-links there are
 //! GC roots while the node lives ([`EnvPackages::unroot`] drops them early, for GC tests).
@@ -31,10 +32,24 @@ pub struct EnvPackages {
     pub docs: String,
     pub tool_a: String,
     pub tool_b: String,
+    /// Propagates `build_dep` as a build input and `user_dep` as a user-env package.
+    pub library: String,
+    pub build_dep: String,
+    pub user_dep: String,
     gcroots: PathBuf,
 }
 
-const ATTRS: [&str; 6] = ["busybox", "coreutils", "bash", "docs", "toolA", "toolB"];
+const ATTRS: [&str; 9] = [
+    "busybox",
+    "coreutils",
+    "bash",
+    "docs",
+    "toolA",
+    "toolB",
+    "library",
+    "buildDep",
+    "userDep",
+];
 
 impl EnvPackages {
     /// Builds (or finds) the packages of `tag`, with out-links (GC roots) below `dir`.
@@ -84,6 +99,9 @@ impl EnvPackages {
             docs: paths[3].clone(),
             tool_a: paths[4].clone(),
             tool_b: paths[5].clone(),
+            library: paths[6].clone(),
+            build_dep: paths[7].clone(),
+            user_dep: paths[8].clone(),
             gcroots,
         })
     }
@@ -102,6 +120,9 @@ impl EnvPackages {
             self.docs.clone(),
             self.tool_a.clone(),
             self.tool_b.clone(),
+            self.library.clone(),
+            self.build_dep.clone(),
+            self.user_dep.clone(),
         ]
     }
 

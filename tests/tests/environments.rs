@@ -543,8 +543,10 @@ const INCLUDE_OWNER: &str = "e2e-include";
 /// An environment that includes another, as `flox include` locks it: the pod gets the
 /// included environment's packages on PATH, its variables and its hook, merged with the
 /// including environment's own (which wins a conflict). The merged manifest says
-/// `activate.mode = "run"`, so the container has none of the dev-mode build paths; the
-/// `flox.dev/activate-mode: dev` annotation on a second pod brings them in.
+/// `activate.mode = "run"`, so the container has none of the dev-mode build paths, and its view
+/// links only the user-env package `library` propagates; the `flox.dev/activate-mode: dev`
+/// annotation on a second pod brings in the dev paths and a dev view, which also links the
+/// library's propagated build input, as Flox's `dev` output does.
 #[test]
 fn an_including_environment_runs_the_merged_lock_in_its_activation_mode() {
     let cleanup = StoreCleanup::default();
@@ -566,6 +568,7 @@ fn an_including_environment_runs_the_merged_lock_in_its_activation_mode() {
                 .hook("export FROM_BASE_HOOK=\"base hook, $BASE_GREETING\"\n");
             let own = FloxManifest::new()
                 .install("docs", &pk.docs)
+                .install("library", &pk.library)
                 .var("APP_VAR", "from app")
                 .var("SHARED", "app wins")
                 .hook("export FROM_APP_HOOK=\"app hook after $FROM_BASE_HOOK\"\n")
@@ -575,6 +578,7 @@ fn an_including_environment_runs_the_merged_lock_in_its_activation_mode() {
 
             let cri = node.cri();
             let script = "tool; echo ---; env";
+            let propagated = "user-dep; build-dep 2>&1 || echo build-dep missing";
             let run_pod = cri.run_pod(
                 &node
                     .pod("include-run", NIXLET_HANDLER)
@@ -601,6 +605,11 @@ fn an_including_environment_runs_the_merged_lock_in_its_activation_mode() {
             for dev_only in ["CPATH", "LIBRARY_PATH", "PKG_CONFIG_PATH", "ACLOCAL_PATH"] {
                 assert_eq!(var(dev_only), None, "{dev_only} in run mode");
             }
+            let out = run_ok(cri, &run_pod, &sh("propagated", propagated))?;
+            assert!(
+                out.starts_with("user-dep linked\n") && out.ends_with("build-dep missing\n"),
+                "run view: user-env package linked, build input not: {out:?}"
+            );
 
             let dev_pod = cri.run_pod(
                 &node
@@ -612,18 +621,30 @@ fn an_including_environment_runs_the_merged_lock_in_its_activation_mode() {
             let (tool, env) = tool_and_env(&out)?;
             assert_eq!(tool, tool_output("B"));
             let var = |name: &str| env.get(name).map(String::as_str);
+            let dev_view = var("FLOX_ENV").context("no FLOX_ENV")?.to_owned();
+            assert_ne!(dev_view, view, "the dev view links more than the run view");
+            assert_eq!(var("CPATH"), Some(format!("{dev_view}/include").as_str()));
             assert_eq!(
-                var("FLOX_ENV"),
-                Some(view.as_str()),
-                "the same view in both modes"
+                var("LIBRARY_PATH"),
+                Some(format!("{dev_view}/lib").as_str())
             );
-            assert_eq!(var("CPATH"), Some(format!("{view}/include").as_str()));
-            assert_eq!(var("LIBRARY_PATH"), Some(format!("{view}/lib").as_str()));
             assert_eq!(
                 var("PKG_CONFIG_PATH"),
-                Some(format!("{view}/lib/pkgconfig:{view}/share/pkgconfig").as_str())
+                Some(format!("{dev_view}/lib/pkgconfig:{dev_view}/share/pkgconfig").as_str())
             );
             assert_eq!(var("FROM_BASE_HOOK"), Some("base hook, from base"));
+            let out = run_ok(cri, &dev_pod, &sh("propagated", propagated))?;
+            assert_eq!(out, "user-dep linked\nbuild-dep linked\n", "dev view");
+            // The build input's lib/ merged with the library's include/ in one tree.
+            let listing = run_ok(
+                cri,
+                &dev_pod,
+                &sh(
+                    "lib",
+                    "cat $FLOX_ENV/lib/build-dep.txt $FLOX_ENV/include/library.h",
+                ),
+            )?;
+            assert_eq!(listing, "build-dep\n/* library */\n");
             Ok(())
         },
     );

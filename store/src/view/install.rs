@@ -19,7 +19,7 @@ use crate::install::{StoreDir, TempEntry};
 use crate::nar_unpack;
 use crate::path_lock::{GcLock, PathLock};
 use crate::registration::{NixDbWriter, Registration};
-use crate::view_tree::ViewTree;
+use crate::view::tree::ViewTree;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ViewInstallError {
