@@ -32,6 +32,7 @@ mod store_path;
 #[cfg(test)]
 mod test_http_server;
 mod toml_read;
+mod toml_syntax;
 mod vars;
 
 pub use activate_mode::{ActivateMode, ACTIVATE_MODES};
@@ -61,4 +62,5 @@ pub use resolve::{resolve, resolve_loaded, ResolveError, ResolvedEnv, ResolvedPa
 pub use schema_version::{SchemaVersion, KNOWN_SCHEMA_VERSIONS};
 pub use source::{EnvironmentSource, LoadedEnvironment, SourceError};
 pub use store_path::{StorePath, StorePathError, StorePathProblem, STORE_DIR};
+pub use toml_syntax::TomlSyntax;
 pub use vars::{expand_vars, VarsError};

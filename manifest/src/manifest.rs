@@ -20,6 +20,7 @@ use crate::profile::Profile;
 use crate::schema_version::{SchemaVersion, KNOWN_SCHEMA_VERSIONS};
 use crate::store_path::StorePathError;
 use crate::toml_read::{as_table, check_keys, join_key, read_string, wrong_type};
+use crate::toml_syntax::TomlSyntax;
 use crate::vars::is_valid_var_name;
 
 /// Tables nixlet accepts whatever they hold and does not act on: services need a supervisor
@@ -55,7 +56,7 @@ pub struct Manifest {
 pub enum ManifestError {
     // Not a `source`: the message already carries the parser's, with its line and column.
     #[error("not valid toml: {0}")]
-    Syntax(toml::de::Error),
+    Syntax(TomlSyntax),
     #[error(
         "manifest has neither \"version\" nor \"schema-version\"; flox writes one of them \
          (`version = 1`, or `schema-version = \"1.10.0\"` and later)"
@@ -140,7 +141,9 @@ fn schema_name(schema: SchemaVersion) -> String {
 impl Manifest {
     /// Reads the text of a `manifest.toml`.
     pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
-        let document: Table = text.parse().map_err(ManifestError::Syntax)?;
+        let document: Table = text
+            .parse()
+            .map_err(|error| ManifestError::Syntax(TomlSyntax::of(text, &error)))?;
         Manifest::from_document(&document)
     }
 
@@ -457,7 +460,7 @@ mod tests {
     fn syntax_errors_keep_line_and_column() {
         let message = error_of("version = 1\n[install\n");
         assert!(
-            message.starts_with("not valid toml: TOML parse error at line 2, column"),
+            message.starts_with("not valid toml: line 2, column 9: "),
             "{message}"
         );
     }
