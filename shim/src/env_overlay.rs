@@ -14,6 +14,12 @@
 //! `PYTHONPATH`, `CMAKE_PREFIX_PATH`, `JAVA_HOME`, `JUPYTER_PATH` and `RUST_SRC_PATH`
 //! (`profile.d.functions`, `0501`-`0503`). Flox's `LD_AUDIT` library (`ld-floxlib.so`) and
 //! CUDA driver detection are not part of an environment's closure, so nixlet sets neither.
+//!
+//! A pod has no project directory, so the rest is what `flox containerize` gives a container
+//! (flox repo, `mkContainer/mkContainer.nix`, its `attach_ctx`): `FLOX_ENV_CACHE=/tmp`, which
+//! hooks use for virtualenvs and caches, and `FLOX_ENV_DESCRIPTION`, the environment's name
+//! (here `owner/name`, as Flox describes an environment with an owner); `FLOX_ENV_PROJECT` is not
+//! set. Like every variable here, the pod's own value wins, e.g. a `FLOX_ENV_CACHE` on a volume.
 
 use nixlet_manifest::{ActivateMode, ResolvedEnv};
 
@@ -25,6 +31,9 @@ pub const DEFAULT_XDG_DATA_DIRS: &str = "/usr/local/share:/usr/share";
 
 /// Names the environment generation a container runs in.
 pub const ENVIRONMENT_VAR: &str = "NIXLET_ENVIRONMENT";
+
+/// The cache directory Flox's containers get (`attach_ctx.env_cache` in `mkContainer.nix`).
+pub const FLOX_ENV_CACHE: (&str, &str) = ("FLOX_ENV_CACHE", "/tmp");
 
 /// Where a CA bundle sits in a view when the closure ships one (nixpkgs' `cacert` layout).
 pub const CA_BUNDLE: &str = "etc/ssl/certs/ca-bundle.crt";
@@ -151,6 +160,11 @@ impl EnvOverlay {
         for name in ["FLOX_ENV", "FLOX_ENV_DIRS", "NIXLET_ENV"] {
             vars.push((name.into(), root.clone()));
         }
+        vars.push((FLOX_ENV_CACHE.0.into(), FLOX_ENV_CACHE.1.into()));
+        vars.push((
+            "FLOX_ENV_DESCRIPTION".into(),
+            format!("{}/{}", env.reference.owner, env.reference.name),
+        ));
         vars.push((ENVIRONMENT_VAR.into(), env.display_name()));
         if view.has_ca_bundle {
             for name in ["SSL_CERT_FILE", "NIX_SSL_CERT_FILE"] {
@@ -293,6 +307,8 @@ mod tests {
                 format!("FLOX_ENV={VIEW}"),
                 format!("FLOX_ENV_DIRS={VIEW}"),
                 format!("NIXLET_ENV={VIEW}"),
+                "FLOX_ENV_CACHE=/tmp".into(),
+                "FLOX_ENV_DESCRIPTION=acme/web".into(),
                 "NIXLET_ENVIRONMENT=acme/web:2".into(),
                 format!("SSL_CERT_FILE={VIEW}/{CA_BUNDLE}"),
                 format!("NIX_SSL_CERT_FILE={VIEW}/{CA_BUNDLE}"),
@@ -336,6 +352,8 @@ mod tests {
                 "FLOX_ENV",
                 "FLOX_ENV_DIRS",
                 "NIXLET_ENV",
+                "FLOX_ENV_CACHE",
+                "FLOX_ENV_DESCRIPTION",
                 "NIXLET_ENVIRONMENT"
             ]
         );

@@ -571,7 +571,10 @@ fn an_including_environment_runs_the_merged_lock_in_its_activation_mode() {
                 .install("library", &pk.library)
                 .var("APP_VAR", "from app")
                 .var("SHARED", "app wins")
-                .hook("export FROM_APP_HOOK=\"app hook after $FROM_BASE_HOOK\"\n")
+                .hook(
+                    "export FROM_APP_HOOK=\"app hook after $FROM_BASE_HOOK\"\n\
+                     export HOOK_CACHE=\"$FLOX_ENV_CACHE/app\"\n",
+                )
                 .activate_mode("run");
             let lock = own.composed_lock(&[(base.as_str(), &included)]);
             node.publish_locked(&app, 1, &own.toml_including(&[&base]), &lock)?;
@@ -598,6 +601,11 @@ fn an_including_environment_runs_the_merged_lock_in_its_activation_mode() {
             );
             let view = var("FLOX_ENV").context("no FLOX_ENV")?.to_owned();
             assert_eq!(var("FLOX_ENV_DIRS"), Some(view.as_str()));
+            // What `flox containerize` gives a container without a project.
+            assert_eq!(var("FLOX_ENV_CACHE"), Some("/tmp"));
+            assert_eq!(var("HOOK_CACHE"), Some("/tmp/app"), "the hook sees it");
+            assert_eq!(var("FLOX_ENV_DESCRIPTION"), Some(app.as_str()));
+            assert_eq!(var("FLOX_ENV_PROJECT"), None);
             assert_eq!(
                 var("INFOPATH"),
                 Some(format!("{view}/share/info:").as_str())
