@@ -12,6 +12,7 @@ use crate::store_paths::gc_root_of;
 pub const ENVIRONMENT: &str = "nixlet.dev/environment";
 pub const SKIP_CONTAINERS: &str = "nixlet.dev/skip-containers";
 pub const FLOX_ACTIVATE_MODE: &str = "flox.dev/activate-mode";
+pub const FLOX_SKIP_CONTAINERS_EXEC: &str = "flox.dev/skip-containers-exec";
 
 /// PATH of the empty images (see images.rs); a nixlet container's PATH ends with it.
 pub const EMPTY_IMAGE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

@@ -10,7 +10,7 @@ use nixlet_e2e::cri::{ContainerSpec, Cri, Pod};
 use nixlet_e2e::env_fixture::{tool_output, EnvPackages};
 use nixlet_e2e::expect::{
     assert_refused, env_map, environment_of, run_ok, start_fails, stderr_of, EMPTY_IMAGE_PATH,
-    ENVIRONMENT, FLOX_ACTIVATE_MODE, SKIP_CONTAINERS,
+    ENVIRONMENT, FLOX_ACTIVATE_MODE, FLOX_SKIP_CONTAINERS_EXEC, SKIP_CONTAINERS,
 };
 use nixlet_e2e::flox::FloxManifest;
 use nixlet_e2e::http_server::HttpServer;
@@ -82,12 +82,14 @@ fn packages_collide_by_priority_and_the_view_sets_the_environment() {
                     .pod("view", NIXLET_HANDLER)
                     .annotation(ENVIRONMENT, &tools)
                     .annotation(&environment_of("plain-reader"), &plain)
-                    .annotation(SKIP_CONTAINERS, "sidecar"),
+                    .annotation(SKIP_CONTAINERS, "sidecar")
+                    .annotation(FLOX_SKIP_CONTAINERS_EXEC, "exec-plain"),
             )?;
             let view = check_tools_view(cri, &pod, &pk, &tools)?;
             check_view_on_host(&view, &pk)?;
             check_second_environment(cri, &pod, &plain, &view)?;
-            check_skipped_sidecar(cri, &pod)
+            check_skipped_sidecar(cri, &pod)?;
+            check_skipped_exec(cri, &pod, &pk, &view)
         },
     );
 }
@@ -202,6 +204,45 @@ fn check_skipped_sidecar(cri: &Cri, pod: &Pod) -> Result<()> {
         run_ok(cri, pod, &sidecar)?,
         "FLOX_ENV=unset PATH=/bin\nls: /nix: No such file or directory\n"
     );
+    Ok(())
+}
+
+/// `flox.dev/skip-containers-exec`: the named container itself runs in the environment, but an
+/// exec in it gets the process environment containerd gives it, as under the runc handler;
+/// another container's exec gets the environment.
+fn check_skipped_exec(cri: &Cri, pod: &Pod, pk: &EnvPackages, view: &str) -> Result<()> {
+    let bb = pk.busybox_bin();
+    let probe = "echo FLOX_ENV=${FLOX_ENV-unset} PATH=$PATH";
+    for (name, exec_env) in [
+        (
+            "exec-env",
+            format!("FLOX_ENV={view} PATH={view}/bin:{view}/sbin:{EMPTY_IMAGE_PATH}\n"),
+        ),
+        (
+            "exec-plain",
+            format!("FLOX_ENV=unset PATH={EMPTY_IMAGE_PATH}\n"),
+        ),
+    ] {
+        let spec = ContainerSpec::new(name, EMPTY_IMAGE).command(&[&bb, "sleep", "3600"]);
+        let id = cri.run_container(pod, &spec)?;
+        let exec = cri.exec_sync(&id, &[&bb, "sh", "-c", probe])?;
+        assert_eq!(exec.stdout, exec_env, "exec in {name}: {exec:?}");
+        // The container's own process got the environment either way.
+        let main = cri.exec_sync(
+            &id,
+            &[
+                &bb,
+                "sh",
+                "-c",
+                "tr '\\0' '\\n' < /proc/1/environ | grep ^FLOX_ENV=",
+            ],
+        )?;
+        assert_eq!(
+            main.stdout,
+            format!("FLOX_ENV={view}\n"),
+            "{name}: {main:?}"
+        );
+    }
     Ok(())
 }
 
