@@ -5,6 +5,10 @@
 #
 #   scripts/critest.sh CRITEST [CONTAINERD_BIN_DIR] [-- critest flags…]
 #
+# NIXLET_HANDLER_FORM=runc-type declares the nixlet handler as README's "containerd 2.0-2.3"
+# form (runtime_type io.containerd.runc.v2, runtime_path naming nixlet's shim) instead of
+# runtime_type io.containerd.nixlet.v2.
+#
 # CRITEST is a critest binary built from cri-tools (not part of this repository; its tree is
 # vendored: `go test -c -o critest ./cmd/critest`). CONTAINERD_BIN_DIR holds containerd, ctr and
 # containerd-shim-runc-v2 (default: the system's; see scripts/fetch-containerd.sh). Everything
@@ -100,6 +104,14 @@ cat > "$scratch/cni/net.d/10-critest.conflist" <<JSON
 JSON
 echo "" > "$scratch/nixlet-config.toml"
 
+case "${NIXLET_HANDLER_FORM:-nixlet-type}" in
+  nixlet-type) nixlet_runtime="runtime_type = \"io.containerd.nixlet.v2\"" ;;
+  runc-type) nixlet_runtime="runtime_type = \"io.containerd.runc.v2\"
+      runtime_path = \"$shim_dir/containerd-shim-nixlet-v2\"" ;;
+  *) echo "critest.sh: NIXLET_HANDLER_FORM is nixlet-type or runc-type" >&2; exit 2 ;;
+esac
+echo "critest.sh: nixlet handler form ${NIXLET_HANDLER_FORM:-nixlet-type}"
+
 pause=localhost/critest/pause:latest
 if [ "$major" -ge 2 ]; then
   cri="[plugins.'io.containerd.cri.v1.images']
@@ -118,7 +130,7 @@ if [ "$major" -ge 2 ]; then
     [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
       runtime_type = \"io.containerd.runc.v2\"
     [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.nixlet]
-      runtime_type = \"io.containerd.nixlet.v2\"
+      $nixlet_runtime
       pod_annotations = [\"nixlet.dev/*\", \"flox.dev/*\"]
       container_annotations = [\"nixlet.dev/*\", \"flox.dev/*\"]"
   schema=3
@@ -137,7 +149,7 @@ else
     [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]
       runtime_type = \"io.containerd.runc.v2\"
     [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.nixlet]
-      runtime_type = \"io.containerd.nixlet.v2\"
+      $nixlet_runtime
       pod_annotations = [\"nixlet.dev/*\", \"flox.dev/*\"]
       container_annotations = [\"nixlet.dev/*\", \"flox.dev/*\"]"
   schema=2

@@ -22,7 +22,7 @@ cargo build --workspace --bins
 # Every crate's own tests (those that start a containerd use the system one, 1.6).
 cargo test --workspace --exclude nixlet-e2e -- --nocapture
 
-POD_LEVEL=(--test walking_skeleton --test runc_options --test shim_bootstrap --test shim_crash --test oci_runtimes
+POD_LEVEL=(--test walking_skeleton --test runc_options --test runc_type_handler --test shim_bootstrap --test shim_crash --test oci_runtimes
   --test node_install)
 
 newest=$(bash scripts/fetch-containerd.sh 2)

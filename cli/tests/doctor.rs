@@ -439,6 +439,48 @@ fn runtime_of_the_wrong_type() {
     );
 }
 
+/// README's "containerd 2.0-2.3" form: a runc-type runtime whose runtime_path is nixlet's shim.
+/// Fine from containerd 1.7; 1.6 starts a pod's containers with the runc shim itself.
+#[test]
+fn runtime_declared_as_runc_type_with_nixlets_shim() {
+    let node = Node::good();
+    for file in [
+        "/etc/containerd/config.toml",
+        "/etc/containerd/conf.d/nixlet.toml",
+    ] {
+        if let Ok(config) = std::fs::read_to_string(node.path(file)) {
+            node.write(
+                file,
+                &config.replace(
+                    "runtime_type = \"io.containerd.nixlet.v2\"",
+                    "runtime_type = \"io.containerd.runc.v2\"\n\
+                     runtime_path = \"/usr/local/bin/containerd-shim-nixlet-v2\"",
+                ),
+            );
+        }
+    }
+    let version = path_containerd();
+    if (version.major, version.minor) >= (1, 7) {
+        let output = node.doctor(&[]);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(output.status.code(), Some(0), "{stdout}");
+        assert!(
+            stdout.contains(
+                "io.containerd.runc.v2 at /usr/local/bin/containerd-shim-nixlet-v2, pod and \
+                 container annotations"
+            ),
+            "{stdout}"
+        );
+    } else {
+        assert_one_problem(
+            &node,
+            &[],
+            "containerd config",
+            "so they get no environment (this form needs 1.7 or later)",
+        );
+    }
+}
+
 /// A node installed for containerd 1.x, plus a GPU drop-in that sets the CRI plugin table.
 fn node_with_a_cri_drop_in(containerd: &Path) -> Node {
     let node = Node::good();

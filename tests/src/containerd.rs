@@ -44,7 +44,12 @@ impl Containerd {
         let snapshotter = snapshotter(&paths.dir);
         fs::write(
             &paths.config,
-            containerd_config::render(paths, sandbox_image, &snapshotter),
+            containerd_config::render(
+                paths,
+                sandbox_image,
+                &snapshotter,
+                &spec.shim_dir.join("containerd-shim-nixlet-v2"),
+            ),
         )?;
         let mut containerd = Self { spec, child: None };
         containerd.spawn()?;

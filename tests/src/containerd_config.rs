@@ -8,6 +8,10 @@ use crate::containerd_version;
 /// Handler names as a kubelet passes them (RuntimeClass handler).
 pub const RUNC_HANDLER: &str = "runc";
 pub const NIXLET_HANDLER: &str = "nixlet";
+/// nixlet's shim declared as a runc-type runtime with `runtime_path` (README, "containerd
+/// 2.0-2.3"): containerd then hands it the handler's runc options itself and, before 2.4,
+/// asks it for the runtime's features, which it asks only of runc-type runtimes.
+pub const NIXLET_RUNC_TYPE_HANDLER: &str = "nixlet-runc-type";
 
 /// Every path a private containerd uses, all below one directory.
 #[derive(Debug, Clone)]
@@ -43,6 +47,11 @@ impl ContainerdPaths {
         }
     }
 
+    /// runc's state root for the runc-type nixlet handler, set in that handler's own options.
+    pub fn runc_type_root(&self) -> PathBuf {
+        self.dir.join("runc-nixlet-runc-type")
+    }
+
     /// Where the v2 runtime creates task bundles for the CRI namespace.
     pub fn bundles(&self) -> PathBuf {
         self.state.join("io.containerd.runtime.v2.task/k8s.io")
@@ -56,16 +65,32 @@ impl ContainerdPaths {
 
 /// Renders the config. Plugins the tests never use are disabled to start faster and to avoid
 /// touching host paths; CNI points at empty directories because every pod uses the host network.
-pub fn render(paths: &ContainerdPaths, sandbox_image: &str, snapshotter: &str) -> String {
+/// `shim` is nixlet's shim binary, for the runc-type handler's `runtime_path`.
+pub fn render(
+    paths: &ContainerdPaths,
+    sandbox_image: &str,
+    snapshotter: &str,
+    shim: &Path,
+) -> String {
     let mut config = render_without_nixlet(paths, sandbox_image, snapshotter);
     config.push_str(&format!(
         r#"    [{runtimes}.{nixlet}]
       runtime_type = "io.containerd.nixlet.v2"
       pod_annotations = ["nixlet.dev/*", "flox.dev/*"]
       container_annotations = ["nixlet.dev/*", "flox.dev/*"]
+    [{runtimes}.{runc_type}]
+      runtime_type = "io.containerd.runc.v2"
+      runtime_path = "{shim}"
+      pod_annotations = ["nixlet.dev/*", "flox.dev/*"]
+      container_annotations = ["nixlet.dev/*", "flox.dev/*"]
+      [{runtimes}.{runc_type}.options]
+        Root = "{runc_type_root}"
 "#,
         runtimes = runtimes_table(schema_3()),
         nixlet = NIXLET_HANDLER,
+        runc_type = NIXLET_RUNC_TYPE_HANDLER,
+        shim = shim.display(),
+        runc_type_root = paths.runc_type_root().display(),
     ));
     config
 }

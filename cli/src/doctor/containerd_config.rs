@@ -11,13 +11,14 @@ use std::path::{Path, PathBuf};
 
 use nixlet_installer::containerd_imports::{self, RelativeGlobs};
 use nixlet_installer::containerd_schema::{self, Detected, Schema};
-use nixlet_installer::names::{ANNOTATION_PATTERNS, RUNTIME_NAME, RUNTIME_TYPE};
+use nixlet_installer::names::{ANNOTATION_PATTERNS, RUNTIME_NAME, RUNTIME_TYPE, SHIM_BINARY};
 use nixlet_installer::{managed_file, ContainerdVersion, HostRoot};
 use toml_edit::{DocumentMut, Item};
 
 use super::report::Report;
 
 const CHECK: &str = "containerd config";
+const RUNC_RUNTIME_TYPE: &str = "io.containerd.runc.v2";
 const INSTALL_FIX: &str = "run `nixlet node install --host-root /`, which adds the runtime with \
                            pod_annotations and container_annotations [\"nixlet.dev/*\", \
                            \"flox.dev/*\"], then restart containerd";
@@ -35,6 +36,7 @@ struct Setting<T> {
 #[derive(Debug, Default, PartialEq, Eq)]
 struct RuntimeSettings {
     runtime_type: Option<Setting<String>>,
+    runtime_path: Option<Setting<String>>,
     pod_annotations: Option<Setting<Vec<String>>>,
     container_annotations: Option<Setting<Vec<String>>>,
 }
@@ -46,7 +48,7 @@ pub fn check(
     version: Option<&ContainerdVersion>,
 ) {
     match effective_runtime(host, main, version) {
-        Ok(Lookup::Found(settings)) => judge(report, main, &settings),
+        Ok(Lookup::Found(settings)) => judge(report, main, &settings, version),
         Ok(Lookup::Missing { shadowed_in }) => {
             let message = match shadowed_in {
                 Some((declared, effective)) => format!(
@@ -80,15 +82,39 @@ pub fn check(
     }
 }
 
-fn judge(report: &mut Report, main: &Path, settings: &RuntimeSettings) {
+fn judge(
+    report: &mut Report,
+    main: &Path,
+    settings: &RuntimeSettings,
+    version: Option<&ContainerdVersion>,
+) {
     let mut problems = Vec::new();
-    match &settings.runtime_type {
-        Some(Setting { value, .. }) if value == RUNTIME_TYPE => {}
-        Some(Setting { value, file }) => problems.push(format!(
-            "runtime_type is {value:?} (in {}), not {RUNTIME_TYPE:?}",
+    let runc_path = settings
+        .runtime_path
+        .as_ref()
+        .filter(|path| Path::new(&path.value).file_name() == Some(SHIM_BINARY.as_ref()));
+    let mut declared_as = RUNTIME_TYPE.to_string();
+    match (&settings.runtime_type, runc_path) {
+        (Some(Setting { value, .. }), _) if value == RUNTIME_TYPE => {}
+        // README, "containerd 2.0-2.3": nixlet's shim declared as a runc-type runtime.
+        (Some(Setting { value, .. }), Some(path)) if value == RUNC_RUNTIME_TYPE => {
+            declared_as = format!("{RUNC_RUNTIME_TYPE} at {}", path.value);
+            if version.is_some_and(|v| (v.major, v.minor) < (1, 7)) {
+                problems.push(format!(
+                    "runtime_type {RUNC_RUNTIME_TYPE:?} with runtime_path {:?}: containerd {} \
+                     starts a pod's containers with the runc shim itself, not through \
+                     runtime_path, so they get no environment (this form needs 1.7 or later)",
+                    path.value,
+                    version.map_or("", |v| v.text.as_str())
+                ));
+            }
+        }
+        (Some(Setting { value, file }), _) => problems.push(format!(
+            "runtime_type is {value:?} (in {}), not {RUNTIME_TYPE:?} (or {RUNC_RUNTIME_TYPE:?} \
+             with runtime_path naming {SHIM_BINARY})",
             file.display()
         )),
-        None => problems.push(format!("it has no runtime_type (want {RUNTIME_TYPE:?})")),
+        (None, _) => problems.push(format!("it has no runtime_type (want {RUNTIME_TYPE:?})")),
     }
     let mut missing_alias = Vec::new();
     for (key, setting) in [
@@ -114,7 +140,7 @@ fn judge(report: &mut Report, main: &Path, settings: &RuntimeSettings) {
         report.ok(
             CHECK,
             format!(
-                "runtime `{RUNTIME_NAME}` in {}: {RUNTIME_TYPE}, pod and container annotations \
+                "runtime `{RUNTIME_NAME}` in {}: {declared_as}, pod and container annotations \
                  nixlet.dev/* pass through",
                 file.display()
             ),
@@ -258,6 +284,7 @@ fn settings_of(table: &Item, file: &Path, earlier: RuntimeSettings) -> RuntimeSe
     };
     RuntimeSettings {
         runtime_type: string("runtime_type").or(earlier.runtime_type),
+        runtime_path: string("runtime_path").or(earlier.runtime_path),
         pod_annotations: list("pod_annotations").or(earlier.pod_annotations),
         container_annotations: list("container_annotations").or(earlier.container_annotations),
     }

@@ -14,8 +14,8 @@ use k8s_cri::v1::{
     ContainerState, ContainerStatus, ContainerStatusRequest, CreateContainerRequest,
     ExecSyncRequest, ListContainersRequest, ListPodSandboxRequest, PodSandboxConfig,
     PodSandboxState, PodSandboxStatusRequest, RemoveContainerRequest, RemovePodSandboxRequest,
-    RunPodSandboxRequest, StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
-    VersionRequest,
+    RunPodSandboxRequest, RuntimeHandler, StartContainerRequest, StatusRequest,
+    StopContainerRequest, StopPodSandboxRequest, VersionRequest,
 };
 use tokio::net::UnixStream;
 use tokio::runtime::Runtime;
@@ -104,6 +104,15 @@ impl Cri {
             c.version(VersionRequest::default()).await
         })?;
         Ok(format!("{} {}", v.runtime_name, v.runtime_version))
+    }
+
+    /// The runtime handlers and their features, as the kubelet reads them from Status (empty
+    /// where containerd does not report them: before 2.0).
+    pub fn runtime_handlers(&self) -> Result<Vec<RuntimeHandler>> {
+        let status = self.call("Status", |mut c| async move {
+            c.status(StatusRequest { verbose: false }).await
+        })?;
+        Ok(status.runtime_handlers)
     }
 
     pub fn run_pod(&self, spec: &PodSpec) -> Result<Pod> {
