@@ -15,7 +15,7 @@ use toml_edit::{Array, DocumentMut, Item, Table, Value};
 
 use crate::containerd_error::ConfigError;
 use crate::containerd_schema::Schema;
-use crate::names::{ANNOTATION_PATTERNS, RUNTIME_TYPE};
+use crate::names::{ANNOTATION_PATTERNS, RUNC_RUNTIME_TYPE, RUNTIME_TYPE, SHIM_BINARY};
 
 const ANNOTATION_KEYS: [&str; 2] = ["pod_annotations", "container_annotations"];
 /// containerd's built-in runtime and its type.
@@ -163,7 +163,9 @@ pub fn ensure_runtime(
     };
 
     let mut previous = BTreeMap::new();
-    set_string(table, "runtime_type", RUNTIME_TYPE, &mut previous);
+    if !declared_as_runc_at_nixlets_shim(table) {
+        set_string(table, "runtime_type", RUNTIME_TYPE, &mut previous);
+    }
     for key in ANNOTATION_KEYS {
         ensure_patterns(table, key, &mut previous, path)?;
     }
@@ -452,6 +454,16 @@ fn first_key_indent(table: &Table) -> Option<String> {
     })
 }
 
+/// README's "containerd 2.0 to 2.3" form, which an operator writes by hand: `runtime_type =
+/// "io.containerd.runc.v2"` with `runtime_path` naming nixlet's shim. It runs nixlet too, so
+/// install keeps it instead of turning it back into the first form at every DaemonSet start.
+fn declared_as_runc_at_nixlets_shim(table: &Table) -> bool {
+    let string = |key: &str| table.get(key).and_then(Item::as_str);
+    string("runtime_type") == Some(RUNC_RUNTIME_TYPE)
+        && string("runtime_path")
+            .is_some_and(|path| Path::new(path).file_name() == Some(SHIM_BINARY.as_ref()))
+}
+
 fn set_string(
     table: &mut Table,
     key: &str,
@@ -666,6 +678,33 @@ mod tests {
         };
         revert(&mut doc, &whole, Path::new(PATH)).unwrap();
         assert_eq!(doc.to_string(), before);
+    }
+
+    #[test]
+    fn a_runc_type_declaration_of_nixlets_shim_is_kept() {
+        let before = r#"version = 3
+[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.nixlet]
+  runtime_type = "io.containerd.runc.v2"
+  runtime_path = "/usr/local/bin/containerd-shim-nixlet-v2"
+  [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.nixlet.options]
+    SystemdCgroup = true
+"#;
+        let (after, edit) = add(before, Schema::V3);
+        assert!(
+            after.contains("runtime_type = \"io.containerd.runc.v2\"")
+                && after.contains("pod_annotations = [\"nixlet.dev/*\", \"flox.dev/*\"]"),
+            "{after}"
+        );
+        assert!(!edit.unwrap().previous.contains_key("runtime_type"));
+        // A runc.v2 runtime at another binary is not nixlet's: install turns it into nixlet's.
+        let (after, _) = add(
+            &before.replace("containerd-shim-nixlet-v2", "containerd-shim-runc-v2"),
+            Schema::V3,
+        );
+        assert!(
+            after.contains("runtime_type = \"io.containerd.nixlet.v2\""),
+            "{after}"
+        );
     }
 
     #[test]

@@ -4,6 +4,8 @@
 pub const RUNTIME_NAME: &str = "nixlet";
 /// containerd derives the shim binary name from this: `containerd-shim-nixlet-v2`.
 pub const RUNTIME_TYPE: &str = "io.containerd.nixlet.v2";
+/// containerd's runc runtime: nixlet's shim may also be declared as one, at its `runtime_path`.
+pub const RUNC_RUNTIME_TYPE: &str = "io.containerd.runc.v2";
 /// containerd copies only annotations its runtime table allows into the OCI spec; the shim
 /// reads these two prefixes.
 pub const ANNOTATION_PATTERNS: [&str; 2] = ["nixlet.dev/*", "flox.dev/*"];

@@ -18,10 +18,10 @@ use toml_edit::{DocumentMut, Item, Value};
 
 use crate::containerd_schema::{self, Detected, Schema};
 use crate::containerd_version::ContainerdVersion;
+use crate::names::RUNC_RUNTIME_TYPE;
 
 /// containerd's name for its built-in handler, and the runtime type whose options are runc's.
 const RUNC: &str = "runc";
-const RUNC_RUNTIME_TYPE: &str = "io.containerd.runc.v2";
 
 /// What the installer takes from the node's runc handler.
 #[derive(Debug, Clone)]

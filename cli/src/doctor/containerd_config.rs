@@ -11,14 +11,15 @@ use std::path::{Path, PathBuf};
 
 use nixlet_installer::containerd_imports::{self, RelativeGlobs};
 use nixlet_installer::containerd_schema::{self, Detected, Schema};
-use nixlet_installer::names::{ANNOTATION_PATTERNS, RUNTIME_NAME, RUNTIME_TYPE, SHIM_BINARY};
+use nixlet_installer::names::{
+    ANNOTATION_PATTERNS, RUNC_RUNTIME_TYPE, RUNTIME_NAME, RUNTIME_TYPE, SHIM_BINARY,
+};
 use nixlet_installer::{managed_file, ContainerdVersion, HostRoot};
 use toml_edit::{DocumentMut, Item};
 
 use super::report::Report;
 
 const CHECK: &str = "containerd config";
-const RUNC_RUNTIME_TYPE: &str = "io.containerd.runc.v2";
 const INSTALL_FIX: &str = "run `nixlet node install --host-root /`, which adds the runtime with \
                            pod_annotations and container_annotations [\"nixlet.dev/*\", \
                            \"flox.dev/*\"], then restart containerd";
