@@ -28,6 +28,8 @@ pub struct ContainerdPaths {
     pub opt: PathBuf,
     /// runc's state root for the runc handler, so nothing lands in the host's /run/containerd/runc.
     pub runc_root: PathBuf,
+    /// NRI's socket, private to this containerd (see [`render_without_nixlet`]).
+    pub nri_socket: PathBuf,
 }
 
 impl ContainerdPaths {
@@ -44,6 +46,7 @@ impl ContainerdPaths {
             cni_conf: dir.join("cni/net.d"),
             opt: dir.join("opt"),
             runc_root: dir.join("runc"),
+            nri_socket: dir.join("nri.sock"),
         }
     }
 
@@ -147,12 +150,23 @@ disabled_plugins = [
 [plugins."io.containerd.internal.v1.opt"]
   path = "{opt}"
 
+# NRI is on by default from containerd 2.0 and listens on one host-wide socket: two test nodes
+# starting at once race for it ("bind: address already in use"). Each node gets its own; the
+# default (on in 2.x, off in 1.7, absent in 1.6) stays as a real node has it.
+[plugins."io.containerd.nri.v1.nri"]
+  socket_path = "{nri_socket}"
+  plugin_path = "{nri_plugins}"
+  plugin_config_path = "{nri_plugin_config}"
+
 {cri}"#,
         root = p(&paths.root),
         state = p(&paths.state),
         address = p(&paths.address),
         ttrpc = p(&paths.ttrpc_address),
         opt = p(&paths.opt),
+        nri_socket = p(&paths.nri_socket),
+        nri_plugins = p(&paths.dir.join("nri/plugins")),
+        nri_plugin_config = p(&paths.dir.join("nri/conf.d")),
     )
 }
 
