@@ -9,7 +9,8 @@
 #     (POD_LEVEL below), which cover start, exec, stop, removal, a containerd restart, the runc
 #     options, a crashed nixlet shim, OCI runtimes and the installer.
 # The newer lines are unpacked into a private prefix by scripts/fetch-containerd.sh and picked by
-# putting their directory first on PATH; the system containerd is never replaced.
+# putting their directory first on PATH; the system containerd is never replaced. The e2e runs
+# go on past a failing test binary (--no-fail-fast) so one run shows every failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,14 +28,14 @@ POD_LEVEL=(--test walking_skeleton --test runc_options --test runc_type_handler 
 
 newest=$(bash scripts/fetch-containerd.sh 2)
 echo "== end-to-end suite on containerd $("$newest/containerd" --version | awk '{print $3}')"
-PATH="$newest:$PATH" cargo test -p nixlet-e2e -- --nocapture
+PATH="$newest:$PATH" cargo test -p nixlet-e2e --no-fail-fast -- --nocapture
 
 line_1_7=$(bash scripts/fetch-containerd.sh 1.7)
 echo "== pod-level end-to-end tests on containerd $("$line_1_7/containerd" --version | awk '{print $3}')"
-PATH="$line_1_7:$PATH" cargo test -p nixlet-e2e "${POD_LEVEL[@]}" -- --nocapture
+PATH="$line_1_7:$PATH" cargo test -p nixlet-e2e --no-fail-fast "${POD_LEVEL[@]}" -- --nocapture
 
 echo "== pod-level end-to-end tests on containerd $(containerd --version | awk '{print $3}')"
-cargo test -p nixlet-e2e "${POD_LEVEL[@]}" -- --nocapture
+cargo test -p nixlet-e2e --no-fail-fast "${POD_LEVEL[@]}" -- --nocapture
 
 # The reliability suite in quick mode (a few iterations of each scenario, a few minutes): shim
 # and containerd kills, a full store, cache faults, churn, GC under pods, unreachable caches.
