@@ -206,6 +206,26 @@ impl Node {
         );
     }
 
+    /// README's "containerd 2.0-2.3" form instead of the one install writes: a runc-type
+    /// runtime whose runtime_path is nixlet's shim.
+    fn declare_as_runc_type(&self) {
+        for file in [
+            "/etc/containerd/config.toml",
+            "/etc/containerd/conf.d/nixlet.toml",
+        ] {
+            if let Ok(config) = std::fs::read_to_string(self.path(file)) {
+                self.write(
+                    file,
+                    &config.replace(
+                        "runtime_type = \"io.containerd.nixlet.v2\"",
+                        "runtime_type = \"io.containerd.runc.v2\"\n\
+                         runtime_path = \"/usr/local/bin/containerd-shim-nixlet-v2\"",
+                    ),
+                );
+            }
+        }
+    }
+
     fn doctor(&self, extra_args: &[&str]) -> Output {
         let output = Command::new(env!("CARGO_BIN_EXE_nixlet"))
             .arg("doctor")
@@ -296,7 +316,18 @@ fn a_good_node_passes_every_check() {
     let node = Node::good();
     let output = node.doctor(&[]);
     assert_eq!(output.status.code(), Some(0));
-    let findings = findings(&output);
+    let mut findings = findings(&output);
+    // On containerd 2.0-2.3 the form install writes has one known limit, warned about (see
+    // `on_containerd_2_0_to_2_3_the_first_form_is_warned_about`).
+    let version = path_containerd();
+    let warned = version.major == 2 && version.minor < 4;
+    if warned {
+        let warning = findings.remove(2);
+        assert!(
+            warning.0 == "warn" && warning.1.starts_with("containerd config: containerd "),
+            "{warning:?}"
+        );
+    }
     assert!(
         findings.iter().all(|(status, _)| status == "ok"),
         "{findings:#?}"
@@ -335,10 +366,12 @@ fn a_good_node_passes_every_check() {
     assert!(stdout.contains(
         "environment source: dir /var/lib/nixlet/environments is readable: 1 environments"
     ));
-    assert!(
-        stdout.ends_with("12 checks: 12 ok, 0 warnings, 0 problems\n"),
-        "{stdout}"
-    );
+    let summary = if warned {
+        "13 checks: 12 ok, 1 warning, 0 problems\n"
+    } else {
+        "12 checks: 12 ok, 0 warnings, 0 problems\n"
+    };
+    assert!(stdout.ends_with(summary), "{stdout}");
 }
 
 #[test]
@@ -444,21 +477,7 @@ fn runtime_of_the_wrong_type() {
 #[test]
 fn runtime_declared_as_runc_type_with_nixlets_shim() {
     let node = Node::good();
-    for file in [
-        "/etc/containerd/config.toml",
-        "/etc/containerd/conf.d/nixlet.toml",
-    ] {
-        if let Ok(config) = std::fs::read_to_string(node.path(file)) {
-            node.write(
-                file,
-                &config.replace(
-                    "runtime_type = \"io.containerd.nixlet.v2\"",
-                    "runtime_type = \"io.containerd.runc.v2\"\n\
-                     runtime_path = \"/usr/local/bin/containerd-shim-nixlet-v2\"",
-                ),
-            );
-        }
-    }
+    node.declare_as_runc_type();
     let version = path_containerd();
     if (version.major, version.minor) >= (1, 7) {
         let output = node.doctor(&[]);
@@ -479,6 +498,65 @@ fn runtime_declared_as_runc_type_with_nixlets_shim() {
             "so they get no environment (this form needs 1.7 or later)",
         );
     }
+}
+
+/// containerd 2.0 to 2.3 ask only `io.containerd.runc.v2` runtimes for their features, so the
+/// kubelet refuses recursive read-only mounts for nixlet's handler in the form install writes:
+/// a warning naming the form that has no such limit. Releases are stand-ins of the binary the
+/// containerd process runs (no socket answers in the temporary root); both read the good
+/// node's config whichever release is on PATH.
+#[test]
+fn on_containerd_2_0_to_2_3_the_first_form_is_warned_about() {
+    let warnings = |node: &Node| -> Vec<String> {
+        let output = node.doctor(&[]);
+        assert_eq!(output.status.code(), Some(0), "a warning is no problem");
+        findings(&output)
+            .into_iter()
+            .filter(|(status, _)| status == "warn")
+            .map(|(_, line)| line)
+            .collect()
+    };
+    let node = Node::good();
+    node.stand_in(
+        "/usr/bin/containerd",
+        "echo containerd github.com/containerd/containerd v2.1.9 0e4b5a3",
+    );
+    assert_eq!(
+        warnings(&node),
+        vec![
+            "containerd config: containerd v2.1.9 reports a runtime's features (recursive \
+             read-only mounts, user namespaces) to the kubelet only for \
+             \"io.containerd.runc.v2\" runtimes: pods of the `nixlet` RuntimeClass that ask for \
+             recursiveReadOnly mounts are refused"
+                .to_string()
+        ]
+    );
+    let stdout = String::from_utf8_lossy(&node.doctor(&[]).stdout).to_string();
+    assert!(
+        stdout.contains("fix: declare containerd-shim-nixlet-v2 as a runtime of type"),
+        "{stdout}"
+    );
+
+    node.stand_in(
+        "/usr/bin/containerd",
+        "echo containerd github.com/containerd/containerd v2.4.0 0e4b5a3",
+    );
+    assert_eq!(
+        warnings(&node),
+        Vec::<String>::new(),
+        "2.4 asks every runtime"
+    );
+
+    node.stand_in(
+        "/usr/bin/containerd",
+        "echo containerd github.com/containerd/containerd v2.1.9 0e4b5a3",
+    );
+    node.declare_as_runc_type();
+    assert_eq!(
+        warnings(&node),
+        Vec::<String>::new(),
+        "the runc-type form has no such limit"
+    );
 }
 
 /// A node installed for containerd 1.x, plus a GPU drop-in that sets the CRI plugin table.

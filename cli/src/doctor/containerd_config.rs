@@ -157,6 +157,25 @@ fn judge(
             INSTALL_FIX,
         );
     }
+    if let Some(version) = version.filter(|v| features_only_of_runc_type(v)) {
+        if declared_as == RUNTIME_TYPE {
+            report.warn(
+                CHECK,
+                format!(
+                    "containerd {} reports a runtime's features (recursive read-only mounts, \
+                     user namespaces) to the kubelet only for {RUNC_RUNTIME_TYPE:?} runtimes: \
+                     pods of the `{RUNTIME_NAME}` RuntimeClass that ask for recursiveReadOnly \
+                     mounts are refused",
+                    version.text
+                ),
+                format!(
+                    "declare {SHIM_BINARY} as a runtime of type {RUNC_RUNTIME_TYPE:?} at its \
+                     runtime_path (README, \"containerd 2.0 to 2.3\"), or run containerd 2.4 \
+                     or later"
+                ),
+            );
+        }
+    }
     if !missing_alias.is_empty() {
         report.warn(
             CHECK,
@@ -168,6 +187,12 @@ fn judge(
             format!("add {:?} to both lists", ANNOTATION_PATTERNS[1]),
         );
     }
+}
+
+/// containerd 2.0 to 2.3 ask only runc-type runtimes for their features (`-info`); 1.x has no
+/// such features to report and 2.4 asks every runtime.
+fn features_only_of_runc_type(version: &ContainerdVersion) -> bool {
+    version.major == 2 && version.minor < 4
 }
 
 /// Whether containerd lets annotation `key` through one of `patterns` (Go's `path.Match`:
