@@ -48,6 +48,8 @@ pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  # containerd's log (with the shims' output) goes beside critest's, for a spec that failed.
+  [ -n "${version:-}" ] && cp "$scratch/containerd.log" "${CRITEST_LOG_DIR:-/tmp}/critest-containerd-$version.log" 2>/dev/null || true
   # Shims of this containerd (their -address names its socket) outlive it by design.
   pkill -f -- "-address $scratch/containerd.sock" 2>/dev/null || true
   sleep 1
@@ -204,5 +206,5 @@ run nixlet
 echo "critest.sh: specs that pass with runc but not with nixlet:"
 lost=$(comm -23 "$scratch/passed-runc" "$scratch/passed-nixlet")
 if [ -n "$lost" ]; then echo "$lost"; else echo "  none"; fi
-echo "critest.sh: logs and per-spec states in ${CRITEST_LOG_DIR:-/tmp}/critest-{runc,nixlet}-$version.{log,specs}"
+echo "critest.sh: logs and per-spec states in ${CRITEST_LOG_DIR:-/tmp}/critest-{runc,nixlet}-$version.{log,specs}, containerd's in critest-containerd-$version.log"
 [ -z "$lost" ]
