@@ -147,6 +147,13 @@ impl ContainerdVersion {
         self.major >= 2
     }
 
+    /// Whether CRI asks only `io.containerd.runc.v2` runtimes for their features (`-info`:
+    /// recursive read-only mounts, user namespaces) and reports none for any other: 2.0 to 2.3.
+    /// 1.x has no such features to report and 2.4 asks every runtime.
+    pub fn asks_features_only_of_runc_type(&self) -> bool {
+        self.major == 2 && self.minor < 4
+    }
+
     pub fn bootstrap(&self) -> Bootstrap {
         if (self.major, self.minor) >= (2, 3) {
             Bootstrap::BootstrapParams

@@ -157,7 +157,7 @@ fn judge(
             INSTALL_FIX,
         );
     }
-    if let Some(version) = version.filter(|v| features_only_of_runc_type(v)) {
+    if let Some(version) = version.filter(|v| v.asks_features_only_of_runc_type()) {
         if declared_as == RUNTIME_TYPE {
             report.warn(
                 CHECK,
@@ -187,12 +187,6 @@ fn judge(
             format!("add {:?} to both lists", ANNOTATION_PATTERNS[1]),
         );
     }
-}
-
-/// containerd 2.0 to 2.3 ask only runc-type runtimes for their features (`-info`); 1.x has no
-/// such features to report and 2.4 asks every runtime.
-fn features_only_of_runc_type(version: &ContainerdVersion) -> bool {
-    version.major == 2 && version.minor < 4
 }
 
 /// Whether containerd lets annotation `key` through one of `patterns` (Go's `path.Match`:
