@@ -17,7 +17,7 @@ use nixlet_store::sbom::SBOM_VIEW_PATH;
 use nixlet_store::view::install::install_view;
 use nixlet_store::view::propagated::{with_propagated, Propagation};
 use nixlet_store::view::tree::{ViewFile, ViewInput, ViewTree};
-use nixlet_store::{FetchError, Fetcher, FlakeRecipe, GcLock};
+use nixlet_store::{already_complete, FetchError, Fetcher, FlakeRecipe, GcLock};
 use serde_json::Value;
 use tokio::sync::OnceCell;
 
@@ -131,18 +131,27 @@ pub async fn prepare_bundle(
     })?;
 
     if !config.substituters.is_empty() {
-        let fetcher = fetcher
-            .get_or_try_init(|| async {
-                Fetcher::new(config.substituters.clone(), config.fetch_options())
-            })
-            .await
-            .map_err(|error| fail(Phase::Fetch, &error))?;
-        // The flake packages' recipes, for a node whose nix-cli substituter builds flakes.
-        let recipes = FlakeRecipe::of_environment(&env);
-        let summary = fetcher
-            .fetch_closure_with_progress(&roots, &recipes, Default::default())
-            .await
-            .map_err(|error| fail(fetch_phase(&error), &error))?;
+        // The Fetcher (HTTP client, TLS roots) is built at the first Create that has something
+        // to fetch, not before: a warm pod on a node whose caches are all dead starts as fast
+        // as on a node without substituters.
+        let summary = match already_complete(&config.nix_db, &roots).await {
+            Some(summary) => summary,
+            None => {
+                let fetcher = fetcher
+                    .get_or_try_init(|| async {
+                        Fetcher::new(config.substituters.clone(), config.fetch_options())
+                    })
+                    .await
+                    .map_err(|error| fail(Phase::Fetch, &error))?;
+                // The flake packages' recipes, for a node whose nix-cli substituter builds
+                // flakes.
+                let recipes = FlakeRecipe::of_environment(&env);
+                fetcher
+                    .fetch_closure_with_progress(&roots, &recipes, Default::default())
+                    .await
+                    .map_err(|error| fail(fetch_phase(&error), &error))?
+            }
+        };
         tracing::info!(
             container = %container.id,
             pod = %report.pod,

@@ -9,7 +9,7 @@
 //! on it; whatever else was installed stays, and a retry continues from there.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -136,6 +136,34 @@ struct Inner {
     negative: Mutex<HashMap<(usize, String), Instant>>,
 }
 
+/// The summary of a fetch of `roots` that has nothing to do: `Some` when every path of their
+/// closure is registered in the Nix database at `nix_db` and present on disk, `None` when
+/// something is missing (or the node has no Nix database to tell).
+///
+/// Needs no [`Fetcher`]: a shim asks this first, so that a node holding the closure neither
+/// asks a cache anything nor pays for building an HTTP client (a dead cache cannot hold up,
+/// or even slow down, a warm pod).
+pub async fn already_complete(nix_db: &Path, roots: &[StorePath]) -> Option<FetchSummary> {
+    let started = Instant::now();
+    let store = crate::LocalStore::new(nix_db);
+    let queried = roots.to_vec();
+    let closure = tokio::task::spawn_blocking(move || store.closure(&queried))
+        .await
+        .ok()?
+        .ok()?;
+    tracing::debug!(
+        roots = roots.len(),
+        closure = closure.len(),
+        "closure complete on the node"
+    );
+    Some(FetchSummary {
+        paths_already_valid: closure.len(),
+        closure,
+        elapsed: started.elapsed(),
+        ..FetchSummary::default()
+    })
+}
+
 impl Fetcher {
     pub fn new(
         substituters: Vec<SubstituterConfig>,
@@ -201,20 +229,8 @@ impl Fetcher {
         progress: Arc<FetchProgress>,
     ) -> Result<FetchSummary, FetchError> {
         let started = Instant::now();
-        if let Some(closure) = self.complete_closure(roots).await {
-            // Nothing to fetch: no cache is asked anything, so a dead cache cannot hold up a
-            // node that already has the closure.
-            tracing::debug!(
-                roots = roots.len(),
-                closure = closure.len(),
-                "closure complete on the node"
-            );
-            return Ok(FetchSummary {
-                paths_already_valid: closure.len(),
-                closure,
-                elapsed: started.elapsed(),
-                ..FetchSummary::default()
-            });
+        if let Some(summary) = already_complete(&self.inner.options.nix_db, roots).await {
+            return Ok(summary);
         }
         let substitution = match self.substitute(roots, Arc::clone(&progress)).await {
             Ok(summary) => return Ok(summary),
@@ -335,17 +351,6 @@ impl Fetcher {
     }
 
     /// The closure of `paths` in the Nix database; just `paths` if it cannot be read.
-    /// The closure of `roots` when every path of it is registered and on disk; `None` when
-    /// something is missing (or the node has no Nix database to tell).
-    async fn complete_closure(&self, roots: &[StorePath]) -> Option<Vec<StorePath>> {
-        let store = crate::LocalStore::new(&self.inner.options.nix_db);
-        let queried = roots.to_vec();
-        tokio::task::spawn_blocking(move || store.closure(&queried))
-            .await
-            .ok()?
-            .ok()
-    }
-
     async fn valid_closure(&self, paths: &[StorePath]) -> Vec<StorePath> {
         let store = crate::LocalStore::new(&self.inner.options.nix_db);
         let queried = paths.to_vec();

@@ -60,7 +60,7 @@ pub use error::StoreError;
 pub use local_store::{LocalStore, DEFAULT_NIX_DB};
 pub use nix_db::NixDb;
 
-pub use fetch_closure::{FetchOptions, FetchSummary, Fetcher, SubstituterTally};
+pub use fetch_closure::{already_complete, FetchOptions, FetchSummary, Fetcher, SubstituterTally};
 pub use fetch_error::{FetchCause, FetchError, LocalError};
 pub use fetch_progress::{FetchProgress, ProgressSnapshot};
 pub use flake_build::FlakeRecipe;

@@ -7,7 +7,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use nixlet_store::{FetchOptions, Fetcher};
+use nixlet_store::{already_complete, FetchOptions, Fetcher};
 use support::cache_server::{CacheServer, Fault};
 use support::nix_fixture::{self, test_options, Cache, Closure};
 use support::prereq;
@@ -54,4 +54,26 @@ async fn a_complete_closure_asks_no_cache_even_a_stalled_one() {
     assert!(summary.paths_fetched > 0);
     assert!(server.count(".narinfo") > 0);
     closure.assert_restored();
+}
+
+/// What a shim asks before it builds a Fetcher at all: the whole closure for a complete one,
+/// nothing once a path of it is missing.
+#[tokio::test]
+async fn already_complete_is_the_closure_or_nothing() {
+    if !prereq::ready("already_complete_is_the_closure_or_nothing") {
+        return;
+    }
+    let tag = nix_fixture::unique_tag("complete");
+    let closure = Closure::build(&tag);
+    let nix_db = FetchOptions::default().nix_db;
+
+    let summary = already_complete(&nix_db, &closure.roots())
+        .await
+        .expect("a closure just built is complete");
+    assert_eq!(summary.paths_fetched, 0);
+    assert_eq!(summary.paths_already_valid, summary.closure.len());
+    assert!(summary.closure.len() >= 3, "{:?}", summary.closure);
+
+    closure.delete();
+    assert!(already_complete(&nix_db, &closure.roots()).await.is_none());
 }

@@ -15,7 +15,9 @@ use nixlet_e2e::expect::{assert_refused, environment_of, run_ok, start_fails, EN
 use nixlet_e2e::flox::FloxManifest;
 use nixlet_e2e::http_server::HttpServer;
 use nixlet_e2e::images::EMPTY_IMAGE;
+use nixlet_e2e::nix_fixture::expected_hello_output;
 use nixlet_e2e::node::TestNode;
+use nixlet_e2e::node_config::manifest;
 use nixlet_e2e::store_paths::{
     dump_hash, is_valid, nix_command, run, store_entries_containing, StoreCleanup,
 };
@@ -26,6 +28,8 @@ const FOREIGN: &str = "e2e-fetch/foreign";
 const MISSING: &str = "e2e-fetch/missing";
 const FILE_GOOD: &str = "e2e-fetch/file-good";
 const FILE_TAMPERED: &str = "e2e-fetch/file-tampered";
+const WARM: &str = "e2e-fetch/warm";
+const COLD: &str = "e2e-fetch/cold";
 
 /// The three closures and the cache, made before the node's shim sees any of it.
 struct Caches {
@@ -327,6 +331,56 @@ fn closure_is_fetched_from_a_file_cache_directory_and_a_tampered_one_is_refused(
                 "a refused fetch changed the store"
             );
             Ok(())
+        },
+    );
+}
+
+/// A pod whose closure is on the node asks no cache and builds no client for one (#14): it
+/// starts even though the node's only substituter cannot be used at all, its token file being
+/// absent (a secret not mounted yet); a pod that needs a missing path is refused on exactly
+/// that, naming the file. Before, every shim built its fetcher at its first Create, so the
+/// warm pod failed too.
+#[test]
+fn a_warm_pod_builds_no_fetcher_and_a_cold_one_names_the_broken_substituter() {
+    const WARM_TAG: &str = "warm-no-fetcher";
+    TestNode::run_test(
+        "a_warm_pod_builds_no_fetcher_and_a_cold_one_names_the_broken_substituter",
+        |node| {
+            let fixture = node.fixture(WARM_TAG)?;
+            let token = node.scratch_subdir("secrets")?.join("cache-token");
+            // Port 9 (discard) on loopback: nothing listens, and nothing should be asked.
+            node.set_node_config_extra(&format!(
+                "[[substituters]]\nurl = \"http://127.0.0.1:9\"\ntoken_file = \"{}\"\n",
+                token.display()
+            ))?;
+            node.publish(WARM, 1, &manifest(&[("hello", &fixture.hello)], &[]))?;
+            let missing = node.unbuilt_store_path(&unique_tag("never-built"))?;
+            node.publish(
+                COLD,
+                1,
+                &FloxManifest::new().install("tool", &missing).toml(),
+            )?;
+            let cri = node.cri();
+            let pod = cri.run_pod(
+                &node
+                    .pod("warm", NIXLET_HANDLER)
+                    .annotation(ENVIRONMENT, WARM)
+                    .annotation(&environment_of("cold"), COLD),
+            )?;
+            let hello = ContainerSpec::new("hello", EMPTY_IMAGE).command(&["hello"]);
+            let (code, out) = cri.run_to_exit(&pod, &hello)?;
+            ensure!(
+                code == 0 && out == expected_hello_output(WARM_TAG),
+                "the warm pod did not run hello: exit {code}, output {out:?}"
+            );
+            let err = start_fails(node, &pod, &tool_container("cold"))?;
+            assert_refused(
+                &err,
+                "fetch",
+                COLD,
+                &["token file", &token.display().to_string()],
+            );
+            cri.stop_and_remove_pod(&pod.id)
         },
     );
 }
