@@ -23,23 +23,47 @@ cargo build --workspace --bins
 # Every crate's own tests (those that start a containerd use the system one, 1.6).
 cargo test --workspace --exclude nixlet-e2e -- --nocapture
 
+# The end-to-end runs and the reliability suite all run even when one fails, so that one CI run
+# shows every failure; each run's output is also kept in target/e2e-logs, and the panics of the
+# failed ones are printed again at the very end, where a summary that shows only the tail of
+# the output still finds them (a failing test's own output scrolls far up).
+e2e_logs=target/e2e-logs
+rm -rf "$e2e_logs" && mkdir -p "$e2e_logs"
+failed=()
+run_e2e() {
+  local name=$1
+  shift
+  if ! "$@" 2>&1 | tee "$e2e_logs/$name.log"; then
+    failed+=("$name")
+  fi
+}
+
 POD_LEVEL=(--test walking_skeleton --test runc_options --test runc_type_handler --test shim_bootstrap --test shim_crash --test oci_runtimes
   --test node_install)
 
 newest=$(bash scripts/fetch-containerd.sh 2)
 echo "== end-to-end suite on containerd $("$newest/containerd" --version | awk '{print $3}')"
-PATH="$newest:$PATH" cargo test -p nixlet-e2e --no-fail-fast -- --nocapture
+PATH="$newest:$PATH" run_e2e e2e-newest cargo test -p nixlet-e2e --no-fail-fast -- --nocapture
 
 line_1_7=$(bash scripts/fetch-containerd.sh 1.7)
 echo "== pod-level end-to-end tests on containerd $("$line_1_7/containerd" --version | awk '{print $3}')"
-PATH="$line_1_7:$PATH" cargo test -p nixlet-e2e --no-fail-fast "${POD_LEVEL[@]}" -- --nocapture
+PATH="$line_1_7:$PATH" run_e2e pod-level-1.7 cargo test -p nixlet-e2e --no-fail-fast "${POD_LEVEL[@]}" -- --nocapture
 
 echo "== pod-level end-to-end tests on containerd $(containerd --version | awk '{print $3}')"
-cargo test -p nixlet-e2e --no-fail-fast "${POD_LEVEL[@]}" -- --nocapture
+run_e2e pod-level-1.6 cargo test -p nixlet-e2e --no-fail-fast "${POD_LEVEL[@]}" -- --nocapture
 
 # The reliability suite in quick mode (a few iterations of each scenario, a few minutes): shim
 # and containerd kills, a full store, cache faults, churn, GC under pods, unreachable caches.
 # Fails on any failure, leak or invalid store path; the full run is
 # `cargo run -p nixlet-reliability -- all` (RELIABILITY.md).
 echo "== reliability suite, quick mode, on containerd $(containerd --version | awk '{print $3}')"
-cargo run -p nixlet-reliability -- all --quick
+run_e2e reliability-quick cargo run -p nixlet-reliability -- all --quick
+
+if [ ${#failed[@]} -gt 0 ]; then
+  for name in "${failed[@]}"; do
+    echo "== $name failed; its panics and failures, again:"
+    grep -E -A 12 "panicked at|^FAILED|^failures:" "$e2e_logs/$name.log" | cut -c1-2000 || true
+  done
+  echo "== failed: ${failed[*]}"
+  exit 1
+fi
