@@ -136,9 +136,26 @@ fn check(case: &str) {
         .remove("nixlet")
         .unwrap_or_else(|| panic!("{case}: containerd does not see the nixlet runtime:\n{report}"));
     let patterns = toml::Value::from(vec!["nixlet.dev/*", "flox.dev/*"]);
+    // containerd 2.0-2.3 get nixlet's shim as a runc runtime at its path (runtime_form.rs).
+    let (runtime_type, runtime_path) = if version.asks_features_only_of_runc_type() {
+        (
+            "io.containerd.runc.v2",
+            Some("/usr/local/bin/containerd-shim-nixlet-v2"),
+        )
+    } else {
+        ("io.containerd.nixlet.v2", None)
+    };
     assert_eq!(
         nixlet["runtime_type"].as_str(),
-        Some("io.containerd.nixlet.v2"),
+        Some(runtime_type),
+        "{case}"
+    );
+    assert_eq!(
+        nixlet
+            .get("runtime_path")
+            .and_then(toml::Value::as_str)
+            .filter(|p| !p.is_empty()),
+        runtime_path,
         "{case}"
     );
     assert_eq!(nixlet["pod_annotations"], patterns, "{case}");

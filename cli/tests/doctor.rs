@@ -77,9 +77,11 @@ impl Node {
             root: tempfile::tempdir().unwrap(),
             cache_url: serve_cache_info(GOOD_CACHE_INFO),
         };
-        // The config install writes for this release.
+        // The config install writes for this release (see `runtime_form.rs`).
         let version = path_containerd();
-        let fixture = if version.major >= 2 {
+        let fixture = if version.asks_features_only_of_runc_type() {
+            "v3-plain/after-2.1"
+        } else if version.major >= 2 {
             "v3-plain/after"
         } else {
             "v2-debian/after"
@@ -219,14 +221,15 @@ impl Node {
         }
     }
 
-    /// README's "containerd 2.0-2.3" form instead of the one install writes: a runc-type
-    /// runtime whose runtime_path is nixlet's shim.
+    /// The form install writes on containerd 2.0-2.3 (README "containerd 2.0 to 2.3"): a
+    /// runc-type runtime whose runtime_path is nixlet's shim.
     fn declare_as_runc_type(&self) {
-        self.edit_runtime_declaration(
-            "runtime_type = \"io.containerd.nixlet.v2\"",
-            "runtime_type = \"io.containerd.runc.v2\"\n\
-             runtime_path = \"/usr/local/bin/containerd-shim-nixlet-v2\"",
-        );
+        self.edit_runtime_declaration(NIXLET_TYPE_FORM, RUNC_TYPE_FORM);
+    }
+
+    /// The form install writes everywhere else: `io.containerd.nixlet.v2`.
+    fn declare_as_nixlet_type(&self) {
+        self.edit_runtime_declaration(RUNC_TYPE_FORM, NIXLET_TYPE_FORM);
     }
 
     fn doctor(&self, extra_args: &[&str]) -> Output {
@@ -248,6 +251,11 @@ impl Node {
         output
     }
 }
+
+/// The two ways install declares the runtime (`runtime_form.rs`), as its fixtures write them.
+const NIXLET_TYPE_FORM: &str = "runtime_type = \"io.containerd.nixlet.v2\"";
+const RUNC_TYPE_FORM: &str = "runtime_type = \"io.containerd.runc.v2\"\n  \
+     runtime_path = \"/usr/local/bin/containerd-shim-nixlet-v2\"";
 
 /// The release of the first `containerd` on PATH; 1.6.20 when none is installed (its stand-in
 /// binary then says so).
@@ -290,14 +298,6 @@ fn findings(output: &Output) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Whether `finding` is the warning every good node gets while the containerd on PATH is 2.0 to
-/// 2.3 (see `on_containerd_2_0_to_2_3_the_first_form_is_warned_about`).
-fn is_runc_type_features_warning(finding: &(String, String)) -> bool {
-    path_containerd().asks_features_only_of_runc_type()
-        && finding.0 == "warn"
-        && finding.1.starts_with("containerd config: containerd ")
-}
-
 /// Runs doctor on `node`, expects exit status 1 and exactly one problem, in `check`, whose
 /// message contains `expected`, with a fix under it.
 fn assert_one_problem(node: &Node, args: &[&str], check: &str, expected: &str) {
@@ -327,14 +327,7 @@ fn a_good_node_passes_every_check() {
     let node = Node::good();
     let output = node.doctor(&[]);
     assert_eq!(output.status.code(), Some(0));
-    let mut findings = findings(&output);
-    // On containerd 2.0-2.3 the form install writes has one known limit, warned about (see
-    // `on_containerd_2_0_to_2_3_the_first_form_is_warned_about`).
-    let warned = path_containerd().asks_features_only_of_runc_type();
-    if warned {
-        let warning = findings.remove(2);
-        assert!(is_runc_type_features_warning(&warning), "{warning:?}");
-    }
+    let findings = findings(&output);
     assert!(
         findings.iter().all(|(status, _)| status == "ok"),
         "{findings:#?}"
@@ -373,12 +366,10 @@ fn a_good_node_passes_every_check() {
     assert!(stdout.contains(
         "environment source: dir /var/lib/nixlet/environments is readable: 1 environments"
     ));
-    let summary = if warned {
-        "13 checks: 12 ok, 1 warning, 0 problems\n"
-    } else {
-        "12 checks: 12 ok, 0 warnings, 0 problems\n"
-    };
-    assert!(stdout.ends_with(summary), "{stdout}");
+    assert!(
+        stdout.ends_with("12 checks: 12 ok, 0 warnings, 0 problems\n"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -404,6 +395,13 @@ fn every_installer_fixture_is_broken_before_install_and_fine_after() {
                 .unwrap()
         };
         let node = Node::good();
+        if after == "after-2.1" {
+            // Written for containerd 2.0-2.3: the runc form, which 1.6 cannot run.
+            node.stand_in(
+                "/usr/bin/containerd",
+                "echo containerd github.com/containerd/containerd v2.1.9 0e4b5a3",
+            );
+        }
         std::fs::remove_dir_all(node.path("/etc/containerd")).unwrap();
         if fixture.join("before").is_dir() {
             node.copy_tree(&fixture.join("before"));
@@ -459,6 +457,7 @@ fn runtime_without_annotation_pass_through() {
 #[test]
 fn runtime_of_the_wrong_type() {
     let node = Node::good();
+    node.declare_as_nixlet_type();
     node.edit_runtime_declaration("io.containerd.nixlet.v2", "io.containerd.runc.v2");
     assert_one_problem(
         &node,
@@ -468,8 +467,9 @@ fn runtime_of_the_wrong_type() {
     );
 }
 
-/// README's "containerd 2.0-2.3" form: a runc-type runtime whose runtime_path is nixlet's shim.
-/// Fine from containerd 1.7; 1.6 starts a pod's containers with the runc shim itself.
+/// The runc form (install writes it on 2.0-2.3): a runc-type runtime whose runtime_path is
+/// nixlet's shim. Fine from containerd 1.7; 1.6 starts a pod's containers with the runc shim
+/// itself.
 #[test]
 fn runtime_declared_as_runc_type_with_nixlets_shim() {
     let node = Node::good();
@@ -497,8 +497,9 @@ fn runtime_declared_as_runc_type_with_nixlets_shim() {
 }
 
 /// containerd 2.0 to 2.3 ask only `io.containerd.runc.v2` runtimes for their features, so the
-/// kubelet refuses recursive read-only mounts for nixlet's handler in the form install writes:
-/// a warning naming the form that has no such limit. Releases are stand-ins of the binary the
+/// kubelet refuses recursive read-only mounts for nixlet's handler in the first form (what an
+/// older nixlet, or install for another release, wrote): a warning whose fix is to run
+/// install, which writes the runc form there. Releases are stand-ins of the binary the
 /// containerd process runs (no socket answers in the temporary root); both read the good
 /// node's config whichever release is on PATH.
 #[test]
@@ -512,6 +513,7 @@ fn on_containerd_2_0_to_2_3_the_first_form_is_warned_about() {
             .collect()
     };
     let node = Node::good();
+    node.declare_as_nixlet_type();
     node.stand_in(
         "/usr/bin/containerd",
         "echo containerd github.com/containerd/containerd v2.1.9 0e4b5a3",
@@ -529,7 +531,10 @@ fn on_containerd_2_0_to_2_3_the_first_form_is_warned_about() {
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
-        stdout.contains("fix: declare containerd-shim-nixlet-v2 as a runtime of type"),
+        stdout.contains(
+            "fix: run `nixlet node install --host-root /`: on containerd 2.0 to 2.3 it declares \
+             containerd-shim-nixlet-v2 as a runtime of type \"io.containerd.runc.v2\""
+        ),
         "{stdout}"
     );
 
@@ -836,7 +841,7 @@ fn no_running_containerd_is_a_warning_only() {
     assert_eq!(output.status.code(), Some(0));
     let warnings: Vec<(String, String)> = findings(&output)
         .into_iter()
-        .filter(|finding| finding.0 != "ok" && !is_runc_type_features_warning(finding))
+        .filter(|finding| finding.0 != "ok")
         .collect();
     assert_eq!(warnings.len(), 1, "{warnings:#?}");
     assert!(warnings[0].1.starts_with(
@@ -928,6 +933,8 @@ fn the_version_is_asked_on_the_socket_the_running_containerd_serves() {
 #[test]
 fn a_containerd_older_than_1_6_is_a_problem() {
     let node = Node::good();
+    // The form no release before 1.7 objects to, so that the version is the one problem.
+    node.declare_as_nixlet_type();
     node.stand_in(
         "/usr/bin/containerd",
         "echo containerd github.com/containerd/containerd v1.5.18 0e4b5a3",

@@ -8,7 +8,9 @@
 //! files install must write, exactly, and `etc/nixlet/config.toml` when the node config is not
 //! the defaults. Every other file must be untouched, and every replaced file must have a
 //! `.nixlet-backup` with its original bytes. The release is given as `--containerd-version`
-//! gives it; `containerd_dump.rs` and the tests at the end ask real containerd binaries.
+//! gives it; `containerd_dump.rs` and the tests at the end ask real containerd binaries. The
+//! `after-2.1` directories hold what containerd 2.0 to 2.3 get: nixlet's shim declared as a runc
+//! runtime at its path (`runtime_form.rs` says why).
 //! `NIXLET_BLESS=1 cargo test -p nixlet-cli --test node_install` rewrites the expected files from
 //! what install wrote, for review in the diff.
 
@@ -32,23 +34,28 @@ macro_rules! fixture_cases {
 
 fixture_cases! {
     schema_2_debian_default_on_1_6 => ("v2-debian", "1.6.20", "after"),
-    schema_2_debian_default_on_2_1 => ("v2-debian", "2.1.9", "after-2.x"),
+    schema_2_debian_default_on_2_1 => ("v2-debian", "2.1.9", "after-2.1"),
+    schema_2_debian_default_on_2_4 => ("v2-debian", "v2.4.0-beta.0", "after-2.x"),
     schema_2_with_nvidia_and_comments_on_1_7 => ("v2-nvidia-comments", "1.7.24", "after"),
-    schema_2_with_nvidia_and_comments_on_2_1 => ("v2-nvidia-comments", "2.1.9", "after"),
+    schema_2_with_nvidia_and_comments_on_2_1 => ("v2-nvidia-comments", "2.1.9", "after-2.1"),
     schema_2_with_cri_set_in_an_import_on_1_6 => ("v2-imports-cri-in-drop-in", "1.6.20", "after"),
-    schema_2_with_cri_set_in_an_import_on_2_1 => ("v2-imports-cri-in-drop-in", "2.1.9", "after"),
+    schema_2_with_cri_set_in_an_import_on_2_1 => ("v2-imports-cri-in-drop-in", "2.1.9", "after-2.1"),
     schema_2_with_imports_that_leave_cri_alone => ("v2-imports-no-cri", "1.6.20", "after"),
-    schema_3_without_imports => ("v3-plain", "2.1.9", "after"),
-    schema_3_with_a_covering_imports_glob => ("v3-imports-glob", "2.1.9", "after"),
-    schema_3_with_nvidia_comments_and_other_imports => ("v3-nvidia-comments", "2.1.9", "after"),
-    schema_3_on_2_4 => ("v3-nvidia-comments", "v2.4.0-beta.0", "after"),
+    schema_3_without_imports_on_2_1 => ("v3-plain", "2.1.9", "after-2.1"),
+    schema_3_without_imports_on_2_4 => ("v3-plain", "v2.4.0-beta.0", "after"),
+    schema_3_with_a_covering_imports_glob_on_2_1 => ("v3-imports-glob", "2.1.9", "after-2.1"),
+    schema_3_with_a_covering_imports_glob_on_2_4 => ("v3-imports-glob", "v2.4.0-beta.0", "after"),
+    schema_3_with_nvidia_comments_and_other_imports_on_2_1 => ("v3-nvidia-comments", "2.1.9", "after-2.1"),
+    schema_3_with_nvidia_comments_and_other_imports_on_2_4 => ("v3-nvidia-comments", "v2.4.0-beta.0", "after"),
     schema_4_on_2_4 => ("v4-plain", "v2.4.0-beta.0", "after"),
     empty_file_on_1_6 => ("empty", "1.6.20", "after"),
-    empty_file_on_2_1 => ("empty", "2.1.9", "after-2.x"),
+    empty_file_on_2_1 => ("empty", "2.1.9", "after-2.1"),
+    empty_file_on_2_4 => ("empty", "v2.4.0-beta.0", "after-2.x"),
     comments_only_file_on_1_6 => ("comments-only", "1.6.20", "after"),
-    comments_only_file_on_2_1 => ("comments-only", "2.1.9", "after-2.x"),
+    comments_only_file_on_2_1 => ("comments-only", "2.1.9", "after-2.1"),
+    comments_only_file_on_2_4 => ("comments-only", "v2.4.0-beta.0", "after-2.x"),
     missing_file_on_1_6 => ("missing", "1.6.20", "after"),
-    missing_file_on_2_1 => ("missing", "2.1.9", "after-2.x"),
+    missing_file_on_2_1 => ("missing", "2.1.9", "after-2.1"),
     missing_file_on_2_4 => ("missing", "v2.4.0-beta.0", "after-2.x"),
 }
 
@@ -516,7 +523,9 @@ fn install_asks_the_running_containerd_which_schema_to_write() {
         )),
         "{report}"
     );
-    let after = if daemon.version.major >= 2 {
+    let after = if daemon.version.asks_features_only_of_runc_type() {
+        "after-2.1"
+    } else if daemon.version.major >= 2 {
         "after-2.x"
     } else {
         "after"

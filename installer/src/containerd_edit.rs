@@ -16,6 +16,7 @@ use toml_edit::{Array, DocumentMut, Item, Table, Value};
 use crate::containerd_error::ConfigError;
 use crate::containerd_schema::Schema;
 use crate::names::{ANNOTATION_PATTERNS, RUNC_RUNTIME_TYPE, RUNTIME_TYPE, SHIM_BINARY};
+use crate::runtime_form::RuntimeForm;
 
 const ANNOTATION_KEYS: [&str; 2] = ["pod_annotations", "container_annotations"];
 /// containerd's built-in runtime and its type.
@@ -114,9 +115,9 @@ pub fn add_version(doc: &mut DocumentMut, schema: Schema) {
     }
 }
 
-/// Makes the document declare nixlet's runtime for `schema`: runtime type and both annotation
-/// lists (patterns already listed are kept; missing ones are appended). `None` when nothing had
-/// to change.
+/// Makes the document declare nixlet's runtime for `schema` in `form`: runtime type (and path)
+/// and both annotation lists (patterns already listed are kept; missing ones are appended).
+/// `None` when nothing had to change.
 ///
 /// A file without a `runtimes` table runs on containerd's built-in list, which holds only
 /// `runc`. containerd 1.x replaces that whole list with the file's as soon as the file lists any
@@ -128,6 +129,7 @@ pub fn add_version(doc: &mut DocumentMut, schema: Schema) {
 pub fn ensure_runtime(
     doc: &mut DocumentMut,
     schema: Schema,
+    form: &RuntimeForm,
     replaces_list: bool,
     path: &Path,
 ) -> Result<Option<RuntimeEdit>, ConfigError> {
@@ -163,8 +165,17 @@ pub fn ensure_runtime(
     };
 
     let mut previous = BTreeMap::new();
-    if !declared_as_runc_at_nixlets_shim(table) {
-        set_string(table, "runtime_type", RUNTIME_TYPE, &mut previous);
+    match form {
+        RuntimeForm::NixletType => {
+            if !declared_as_runc_at_nixlets_shim(table) {
+                set_string(table, "runtime_type", RUNTIME_TYPE, &mut previous);
+            }
+        }
+        RuntimeForm::RuncTypeAt(shim) => {
+            set_string(table, "runtime_type", RUNC_RUNTIME_TYPE, &mut previous);
+            let shim = shim.to_string_lossy();
+            set_string(table, "runtime_path", &shim, &mut previous);
+        }
     }
     for key in ANNOTATION_KEYS {
         ensure_patterns(table, key, &mut previous, path)?;
@@ -454,8 +465,8 @@ fn first_key_indent(table: &Table) -> Option<String> {
     })
 }
 
-/// README's "containerd 2.0 to 2.3" form, which an operator writes by hand: `runtime_type =
-/// "io.containerd.runc.v2"` with `runtime_path` naming nixlet's shim. It runs nixlet too, so
+/// The runc form ([`RuntimeForm::RuncTypeAt`]) where install writes the first form: written by
+/// an operator, or by install while containerd was 2.0-2.3. It runs nixlet too (from 1.7), so
 /// install keeps it instead of turning it back into the first form at every DaemonSet start.
 fn declared_as_runc_at_nixlets_shim(table: &Table) -> bool {
     let string = |key: &str| table.get(key).and_then(Item::as_str);
@@ -595,7 +606,14 @@ mod tests {
 
     fn add(text: &str, schema: Schema) -> (String, Option<RuntimeEdit>) {
         let mut doc = parse(text, Path::new(PATH)).unwrap();
-        let edit = ensure_runtime(&mut doc, schema, schema == Schema::V2, Path::new(PATH)).unwrap();
+        let edit = ensure_runtime(
+            &mut doc,
+            schema,
+            &RuntimeForm::NixletType,
+            schema == Schema::V2,
+            Path::new(PATH),
+        )
+        .unwrap();
         (doc.to_string(), edit)
     }
 
@@ -737,9 +755,15 @@ mod tests {
             Path::new(PATH),
         )
         .unwrap();
-        let error = ensure_runtime(&mut doc, Schema::V2, true, Path::new(PATH))
-            .unwrap_err()
-            .to_string();
+        let error = ensure_runtime(
+            &mut doc,
+            Schema::V2,
+            &RuntimeForm::NixletType,
+            true,
+            Path::new(PATH),
+        )
+        .unwrap_err()
+        .to_string();
         assert_eq!(
             error,
             "containerd config /etc/containerd/config.toml: `plugins.\"io.containerd.grpc.v1.cri\".containerd` is not a standard table, so the nixlet runtime cannot be added under it; add it by hand"

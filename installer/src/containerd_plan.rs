@@ -33,6 +33,7 @@ use crate::host_root::HostRoot;
 use crate::install_state::FileRole;
 use crate::managed_file;
 use crate::names::{CONTAINERD_CONFIG, CONTAINERD_DROP_IN};
+use crate::runtime_form::RuntimeForm;
 
 /// One file to write.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,11 +57,12 @@ const DROP_IN_HEADER: &str = "\
 # this table key by key into the main config's CRI runtime plugin.
 ";
 
-/// The writes that make containerd's config declare the nixlet runtime for the running
-/// containerd `version`; empty when it already does.
+/// The writes that make containerd's config declare the nixlet runtime in `form` for the
+/// running containerd `version`; empty when it already does.
 pub fn plan(
     host: &HostRoot,
     version: &ContainerdVersion,
+    form: &RuntimeForm,
 ) -> Result<Vec<PlannedWrite>, InstallError> {
     let main = Path::new(CONTAINERD_CONFIG);
     let new_schema = version.new_file_schema();
@@ -68,7 +70,8 @@ pub fn plan(
     let Some(text) = managed_file::read_text_optional(&host.local(main))? else {
         let mut doc = containerd_schema::parse(CREATED_FILE_HEADER, main)?;
         containerd_edit::add_version(&mut doc, new_schema);
-        let runtime = containerd_edit::ensure_runtime(&mut doc, new_schema, replaces_list, main)?;
+        let runtime =
+            containerd_edit::ensure_runtime(&mut doc, new_schema, form, replaces_list, main)?;
         return Ok(vec![PlannedWrite {
             path: main.to_path_buf(),
             text: doc.to_string(),
@@ -91,7 +94,7 @@ pub fn plan(
         Detected::Blank => {
             containerd_edit::add_version(&mut doc, new_schema);
             let runtime =
-                containerd_edit::ensure_runtime(&mut doc, new_schema, replaces_list, main)?;
+                containerd_edit::ensure_runtime(&mut doc, new_schema, form, replaces_list, main)?;
             Ok(vec![PlannedWrite {
                 path: main.to_path_buf(),
                 text: doc.to_string(),
@@ -117,8 +120,8 @@ pub fn plan(
             first_reader: schema.first_reader(),
         }
         .into()),
-        Detected::Schema(Schema::V2) => plan_schema_2(host, main, doc, version),
-        Detected::Schema(schema) => plan_drop_in(host, main, doc, schema, version),
+        Detected::Schema(Schema::V2) => plan_schema_2(host, main, doc, version, form),
+        Detected::Schema(schema) => plan_drop_in(host, main, doc, schema, version, form),
     }
 }
 
@@ -127,6 +130,7 @@ fn plan_schema_2(
     main: &Path,
     main_doc: DocumentMut,
     version: &ContainerdVersion,
+    form: &RuntimeForm,
 ) -> Result<Vec<PlannedWrite>, InstallError> {
     let plugin = Schema::V2.cri_runtime_plugin();
     let files = containerd_imports::load_order(host, main, main_doc, RelativeGlobs::of(version))?;
@@ -139,6 +143,7 @@ fn plan_schema_2(
     let Some(runtime) = containerd_edit::ensure_runtime(
         &mut doc,
         Schema::V2,
+        form,
         version.replaces_runtime_list(),
         &target,
     )?
@@ -180,15 +185,17 @@ fn plan_drop_in(
     mut main_doc: DocumentMut,
     schema: Schema,
     version: &ContainerdVersion,
+    form: &RuntimeForm,
 ) -> Result<Vec<PlannedWrite>, InstallError> {
     // A main file that declares the runtime itself (one nixlet created on a node without a
     // config, or written by hand) needs no drop-in.
-    if containerd_edit::ensure_runtime(&mut main_doc.clone(), schema, false, main)?.is_none() {
+    if containerd_edit::ensure_runtime(&mut main_doc.clone(), schema, form, false, main)?.is_none()
+    {
         return Ok(Vec::new());
     }
     let drop_in = Path::new(CONTAINERD_DROP_IN);
     let mut writes = Vec::new();
-    let wanted = drop_in_text(schema)?;
+    let wanted = drop_in_text(schema, form)?;
     let current = managed_file::read_text_optional(&host.local(drop_in))?;
     if current.as_deref() != Some(wanted.as_str()) {
         writes.push(PlannedWrite {
@@ -236,11 +243,11 @@ fn import_entry(main: &Path, drop_in: &Path) -> String {
 }
 
 /// The drop-in's exact text for a main file of `schema` (3 or 4).
-pub fn drop_in_text(schema: Schema) -> Result<String, InstallError> {
+pub fn drop_in_text(schema: Schema, form: &RuntimeForm) -> Result<String, InstallError> {
     let path = Path::new(CONTAINERD_DROP_IN);
     let mut doc = containerd_schema::parse(DROP_IN_HEADER, path)?;
     containerd_edit::add_version(&mut doc, schema);
-    containerd_edit::ensure_runtime(&mut doc, schema, false, path)?;
+    containerd_edit::ensure_runtime(&mut doc, schema, form, false, path)?;
     Ok(doc.to_string())
 }
 
@@ -271,7 +278,10 @@ mod tests {
         std::fs::create_dir_all(config.parent().unwrap()).unwrap();
         std::fs::write(&config, "version = 3\n").unwrap();
         let version = |text| ContainerdVersion::parse(text).unwrap();
-        let error = plan(&host, &version("1.7.24")).unwrap_err().to_string();
+        let form = RuntimeForm::NixletType;
+        let error = plan(&host, &version("1.7.24"), &form)
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             error,
             "containerd config /etc/containerd/config.toml declares `version = 3`, which the \
@@ -281,11 +291,13 @@ mod tests {
              again"
         );
         std::fs::write(&config, "version = 4\n").unwrap();
-        let error = plan(&host, &version("2.1.9")).unwrap_err().to_string();
+        let error = plan(&host, &version("2.1.9"), &form)
+            .unwrap_err()
+            .to_string();
         assert!(
             error.contains("running containerd 2.1.9 cannot read (it reads up to version 3; version 4 needs containerd 2.3 or later)"),
             "{error}"
         );
-        assert_eq!(plan(&host, &version("2.4.0")).unwrap().len(), 2);
+        assert_eq!(plan(&host, &version("2.4.0"), &form).unwrap().len(), 2);
     }
 }

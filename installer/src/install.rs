@@ -25,6 +25,7 @@ use crate::node_config_file;
 use crate::report::{Outcome, Report, RestartOutcome};
 use crate::restart::ContainerdRestarter;
 use crate::runc_handler::{self, RuncHandler};
+use crate::runtime_form::RuntimeForm;
 
 #[derive(Debug, Clone)]
 pub struct InstallOptions {
@@ -77,7 +78,8 @@ pub fn install(
     };
     let (version, found) = containerd_probe::find(&host, &options.containerd)?;
     version.check_supported()?;
-    let writes = containerd_plan::plan(&host, &version)?;
+    let form = RuntimeForm::for_release(&version, &options.binary_dir);
+    let writes = containerd_plan::plan(&host, &version, &form)?;
     let handler = node_runc_handler(&host, &version)?;
 
     let state = InstallState::load(&host)?.unwrap_or_default();
@@ -87,9 +89,11 @@ pub fn install(
         state,
         report: Report {
             containerd: Some(format!(
-                "{version} ({found}): reads config schema up to {}, starts shims with {}",
+                "{version} ({found}): reads config schema up to {}, starts shims with {}; \
+                 nixlet declared as {}",
                 version.newest_schema().version(),
-                version.bootstrap()
+                version.bootstrap(),
+                form.describe()
             )),
             ..Report::default()
         },

@@ -29,6 +29,7 @@ pub mod node_config_file;
 pub mod report;
 pub mod restart;
 pub mod runc_handler;
+pub mod runtime_form;
 pub mod uninstall;
 
 pub use containerd_error::ConfigError;
@@ -39,4 +40,5 @@ pub use host_root::HostRoot;
 pub use install::{install, InstallOptions};
 pub use report::{Outcome, Report, RestartOutcome, Step};
 pub use restart::{CommandRestarter, ContainerdRestarter, RestartError};
+pub use runtime_form::RuntimeForm;
 pub use uninstall::uninstall;

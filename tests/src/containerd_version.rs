@@ -42,6 +42,12 @@ impl ContainerdVersion {
     pub fn uses_schema_3(&self) -> bool {
         self.major >= 2
     }
+
+    /// containerd 2.0 to 2.3 report runtime features only for runc-type runtimes, so `nixlet
+    /// node install` declares nixlet's shim there as a runc runtime at its host path.
+    pub fn gets_the_runc_form(&self) -> bool {
+        self.major == 2 && self.minor < 4
+    }
 }
 
 impl std::fmt::Display for ContainerdVersion {

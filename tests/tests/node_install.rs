@@ -13,13 +13,13 @@
 use std::cell::OnceCell;
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, ensure, Context, Result};
 use nixlet_e2e::containerd::{Containerd, LaunchSpec};
-use nixlet_e2e::containerd_config::{ContainerdPaths, NIXLET_HANDLER};
+use nixlet_e2e::containerd_config::{ContainerdPaths, NIXLET_HANDLER, RUNC_HANDLER};
 use nixlet_e2e::containerd_version;
 use nixlet_e2e::cri::ContainerSpec;
 use nixlet_e2e::images::EMPTY_IMAGE;
@@ -37,6 +37,9 @@ const CONTAINERD_CONFIG: &str = "etc/containerd/config.toml";
 const CONTAINERD_DROP_IN: &str = "etc/containerd/conf.d/nixlet.toml";
 const BINARY_DIR: &str = "usr/local/bin";
 const NODE_CONFIG: &str = "etc/nixlet/config.toml";
+/// How install declares the runtime for containerd 2.0 to 2.3.
+const RUNC_FORM: &str = "runtime_type = \"io.containerd.runc.v2\"\n  \
+     runtime_path = \"/usr/local/bin/containerd-shim-nixlet-v2\"\n";
 
 /// What the test learns while installing and checks after uninstalling.
 struct Installed {
@@ -98,17 +101,25 @@ fn install(pre: &Prelaunch<'_>, installed: &OnceCell<Installed>) -> Result<Launc
         paths: pre.paths.clone(),
     });
 
+    let version = containerd_version::installed()?;
     let mut paths = pre.paths.clone();
     paths.config = config.clone();
     let launch = LaunchSpec {
         paths,
         shim_dir: host_root.join(BINARY_DIR),
         nixlet_config: host_root.join(NODE_CONFIG),
-        wrapper: Vec::new(),
+        wrapper: if version.gets_the_runc_form() {
+            host_bin_dir_wrapper(&host_root.join(BINARY_DIR))
+        } else {
+            Vec::new()
+        },
     };
-    let mut running = Containerd::start_configured(launch.clone())?;
+    // Before install the node has no nixlet, and no binary directory to bind-mount yet.
+    let mut running = Containerd::start_configured(LaunchSpec {
+        wrapper: Vec::new(),
+        ..launch.clone()
+    })?;
 
-    let version = containerd_version::installed()?;
     let node_config = pre.nixlet_config.display().to_string();
     let first = installed.node(&["install", "--node-config", &node_config])?;
     eprintln!("first install on containerd {version}:\n{first}");
@@ -127,14 +138,21 @@ fn install(pre: &Prelaunch<'_>, installed: &OnceCell<Installed>) -> Result<Launc
     if version.uses_schema_3() {
         let drop_in = fs::read_to_string(host_root.join(CONTAINERD_DROP_IN))
             .context("install wrote no schema 3 drop-in")?;
+        let form = if version.gets_the_runc_form() {
+            RUNC_FORM
+        } else {
+            "runtime_type = \"io.containerd.nixlet.v2\"\n"
+        };
         ensure!(
             edited.contains("imports = [\"conf.d/nixlet.toml\"]")
                 && drop_in.starts_with("# Written by `nixlet node install`")
                 && drop_in.contains("\nversion = 3\n")
                 && drop_in.contains(
                     "[plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.nixlet]"
-                ),
-            "install did not add the nixlet runtime for containerd {version}:\n{edited}\n{drop_in}"
+                )
+                && drop_in.contains(form),
+            "install did not add the nixlet runtime for containerd {version} as {form:?}:\n\
+             {edited}\n{drop_in}"
         );
     } else {
         ensure!(
@@ -211,15 +229,44 @@ fn run_pod(node: &TestNode, installed: &Installed) -> Result<()> {
         sandbox_state.display()
     );
 
+    // Where containerd reports handlers' features to the kubelet (2.0 and later), the handler
+    // install declared has runc's: on 2.0-2.3 only because install wrote the runc form there.
+    let handlers = cri.runtime_handlers()?;
+    let features = |name: &str| {
+        handlers
+            .iter()
+            .find(|handler| handler.name == name)
+            .map(|handler| handler.features)
+    };
+    if let Some(runc) = features(RUNC_HANDLER) {
+        let nixlet = features(NIXLET_HANDLER)
+            .with_context(|| format!("Status lists {RUNC_HANDLER} but not {NIXLET_HANDLER}"))?;
+        eprintln!("handler features: {RUNC_HANDLER} {runc:?}, {NIXLET_HANDLER} {nixlet:?}");
+        ensure!(
+            nixlet == runc,
+            "the installed handler has features {nixlet:?}, runc {runc:?}"
+        );
+    }
+
+    // The same file, by device and inode: with the runc form containerd's mount namespace
+    // shows it at /usr/local/bin.
     let installed_shim = installed.host_root.join(BINARY_DIR).join(SHIM_BINARY);
+    let installed_file = file_identity(&installed_shim)?;
     let address = node.containerd_address().display().to_string();
-    let nixlet_shims: Vec<PathBuf> = procs::shims_of(&address)
+    let nixlet_shims: Vec<(PathBuf, Option<(u64, u64)>)> = procs::shims_of(&address)
         .into_iter()
-        .filter_map(|pid| fs::read_link(format!("/proc/{pid}/exe")).ok())
-        .filter(|exe| exe.file_name().is_some_and(|n| n == SHIM_BINARY))
+        .filter_map(|pid| {
+            let exe = format!("/proc/{pid}/exe");
+            let path = fs::read_link(&exe).ok()?;
+            Some((path, file_identity(Path::new(&exe)).ok()))
+        })
+        .filter(|(path, _)| path.file_name().is_some_and(|n| n == SHIM_BINARY))
         .collect();
     ensure!(
-        !nixlet_shims.is_empty() && nixlet_shims.iter().all(|exe| *exe == installed_shim),
+        !nixlet_shims.is_empty()
+            && nixlet_shims
+                .iter()
+                .all(|(_, file)| *file == Some(installed_file)),
         "the pod is not served by the installed shim {}: {nixlet_shims:?}",
         installed_shim.display()
     );
@@ -279,6 +326,38 @@ impl Installed {
         }
         Ok(stdout)
     }
+}
+
+/// (device, inode) of the file at `path`, links followed.
+fn file_identity(path: &Path) -> Result<(u64, u64)> {
+    let meta = fs::metadata(path).with_context(|| format!("stat {}", path.display()))?;
+    Ok((meta.dev(), meta.ino()))
+}
+
+/// On containerd 2.0 to 2.3 install declares the shim at its host path,
+/// /usr/local/bin/containerd-shim-nixlet-v2, which containerd runs as given. The host root is
+/// a directory here, so containerd runs in a mount namespace of its own where the host root's
+/// binary directory is bind-mounted there (its shims inherit it; the host's /usr/local/bin is
+/// untouched).
+fn host_bin_dir_wrapper(bin_dir: &Path) -> Vec<String> {
+    let script = format!(
+        "set -e\nmount --bind {} /{BINARY_DIR}\nexec \"$@\"\n",
+        bin_dir.display()
+    );
+    [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+        &script,
+        "sh",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect()
 }
 
 /// Every file and directory below `root` (relative paths; directories with no bytes), so that

@@ -169,8 +169,9 @@ fn judge(
                     version.text
                 ),
                 format!(
-                    "declare {SHIM_BINARY} as a runtime of type {RUNC_RUNTIME_TYPE:?} at its \
-                     runtime_path (README, \"containerd 2.0 to 2.3\"), or run containerd 2.4 \
+                    "run `nixlet node install --host-root /`: on containerd 2.0 to 2.3 it \
+                     declares {SHIM_BINARY} as a runtime of type {RUNC_RUNTIME_TYPE:?} at its \
+                     runtime_path (README, \"containerd 2.0 to 2.3\"); or run containerd 2.4 \
                      or later"
                 ),
             );
