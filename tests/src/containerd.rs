@@ -176,6 +176,27 @@ impl Drop for Containerd {
     }
 }
 
+/// A [`LaunchSpec::wrapper`] that starts containerd in a mount namespace of its own (private
+/// propagation: nothing it mounts reaches the host), after `setup` (shell commands, e.g.
+/// mounts) has run there; containerd and its shims keep the namespace.
+pub fn mount_namespace_wrapper(setup: &str) -> Vec<String> {
+    let script = format!("set -e\n{setup}\nexec \"$@\"\n");
+    [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+        &script,
+        "sh",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect()
+}
+
 fn create_dirs(paths: &ContainerdPaths) -> Result<()> {
     for dir in [
         &paths.root,

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, ensure, Result};
 
+use crate::containerd_config::RUNC_HANDLER;
 use crate::cri::{ContainerSpec, Cri, Pod};
 use crate::node::TestNode;
 use crate::store_paths::gc_root_of;
@@ -105,4 +106,32 @@ pub fn env_map(output: &str) -> BTreeMap<String, String> {
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect()
+}
+
+/// Where containerd reports handlers' features to the kubelet (Status, 2.0 and later),
+/// `handler` has exactly runc's; nothing to check where it reports none (1.x).
+pub fn has_runcs_features(cri: &Cri, handler: &str) -> Result<()> {
+    let handlers = cri.runtime_handlers()?;
+    let features = |name: &str| {
+        handlers
+            .iter()
+            .find(|listed| listed.name == name)
+            .map(|listed| listed.features)
+    };
+    eprintln!(
+        "handler features: {RUNC_HANDLER} {:?}, {handler} {:?}",
+        features(RUNC_HANDLER),
+        features(handler)
+    );
+    let Some(runc) = features(RUNC_HANDLER) else {
+        return Ok(());
+    };
+    let Some(checked) = features(handler) else {
+        bail!("Status lists {RUNC_HANDLER} but not {handler}");
+    };
+    ensure!(
+        checked == runc,
+        "{handler} has features {checked:?}, runc {runc:?}"
+    );
+    Ok(())
 }

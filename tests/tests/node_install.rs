@@ -18,10 +18,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, ensure, Context, Result};
-use nixlet_e2e::containerd::{Containerd, LaunchSpec};
-use nixlet_e2e::containerd_config::{ContainerdPaths, NIXLET_HANDLER, RUNC_HANDLER};
+use nixlet_e2e::containerd::{mount_namespace_wrapper, Containerd, LaunchSpec};
+use nixlet_e2e::containerd_config::{ContainerdPaths, NIXLET_HANDLER};
 use nixlet_e2e::containerd_version;
 use nixlet_e2e::cri::ContainerSpec;
+use nixlet_e2e::expect::has_runcs_features;
 use nixlet_e2e::images::EMPTY_IMAGE;
 use nixlet_e2e::nix_fixture::expected_hello_output;
 use nixlet_e2e::node::{Prelaunch, TestNode};
@@ -231,22 +232,7 @@ fn run_pod(node: &TestNode, installed: &Installed) -> Result<()> {
 
     // Where containerd reports handlers' features to the kubelet (2.0 and later), the handler
     // install declared has runc's: on 2.0-2.3 only because install wrote the runc form there.
-    let handlers = cri.runtime_handlers()?;
-    let features = |name: &str| {
-        handlers
-            .iter()
-            .find(|handler| handler.name == name)
-            .map(|handler| handler.features)
-    };
-    if let Some(runc) = features(RUNC_HANDLER) {
-        let nixlet = features(NIXLET_HANDLER)
-            .with_context(|| format!("Status lists {RUNC_HANDLER} but not {NIXLET_HANDLER}"))?;
-        eprintln!("handler features: {RUNC_HANDLER} {runc:?}, {NIXLET_HANDLER} {nixlet:?}");
-        ensure!(
-            nixlet == runc,
-            "the installed handler has features {nixlet:?}, runc {runc:?}"
-        );
-    }
+    has_runcs_features(cri, NIXLET_HANDLER)?;
 
     // The same file, by device and inode: with the runc form containerd's mount namespace
     // shows it at /usr/local/bin.
@@ -340,24 +326,7 @@ fn file_identity(path: &Path) -> Result<(u64, u64)> {
 /// binary directory is bind-mounted there (its shims inherit it; the host's /usr/local/bin is
 /// untouched).
 fn host_bin_dir_wrapper(bin_dir: &Path) -> Vec<String> {
-    let script = format!(
-        "set -e\nmount --bind {} /{BINARY_DIR}\nexec \"$@\"\n",
-        bin_dir.display()
-    );
-    [
-        "unshare",
-        "--mount",
-        "--propagation",
-        "private",
-        "--",
-        "sh",
-        "-c",
-        &script,
-        "sh",
-    ]
-    .into_iter()
-    .map(str::to_owned)
-    .collect()
+    mount_namespace_wrapper(&format!("mount --bind {} /{BINARY_DIR}", bin_dir.display()))
 }
 
 /// Every file and directory below `root` (relative paths; directories with no bytes), so that

@@ -12,9 +12,9 @@
 use std::path::Path;
 
 use anyhow::{ensure, Context, Result};
-use k8s_cri::v1::RuntimeHandler;
-use nixlet_e2e::containerd_config::{NIXLET_HANDLER, NIXLET_RUNC_TYPE_HANDLER, RUNC_HANDLER};
+use nixlet_e2e::containerd_config::NIXLET_RUNC_TYPE_HANDLER;
 use nixlet_e2e::containerd_version;
+use nixlet_e2e::expect::has_runcs_features;
 use nixlet_e2e::nix_fixture::expected_hello_output;
 use nixlet_e2e::node::TestNode;
 
@@ -27,7 +27,7 @@ fn a_runc_type_handler_runs_nixlet_with_its_own_options_and_runc_features() {
         "a_runc_type_handler_runs_nixlet_with_its_own_options_and_runc_features",
         |node| {
             let cri = node.cri();
-            check_features(&cri.runtime_handlers()?)?;
+            has_runcs_features(cri, NIXLET_RUNC_TYPE_HANDLER)?;
             let version = containerd_version::installed()?;
             if (version.major, version.minor) < (1, 7) {
                 eprintln!(
@@ -73,34 +73,6 @@ fn a_runc_type_handler_runs_nixlet_with_its_own_options_and_runc_features() {
             Ok(())
         },
     );
-}
-
-/// Where containerd reports handlers' features (2.0 and later), the runc-type nixlet handler
-/// has exactly runc's.
-fn check_features(handlers: &[RuntimeHandler]) -> Result<()> {
-    let features = |name: &str| {
-        handlers
-            .iter()
-            .find(|handler| handler.name == name)
-            .map(|handler| handler.features)
-    };
-    for name in [RUNC_HANDLER, NIXLET_HANDLER, NIXLET_RUNC_TYPE_HANDLER] {
-        eprintln!(
-            "runc_type_handler: handler {name}: features {:?}",
-            features(name)
-        );
-    }
-    let Some(runc) = features(RUNC_HANDLER) else {
-        eprintln!("runc_type_handler: this containerd reports no handler features");
-        return Ok(());
-    };
-    let runc_type = features(NIXLET_RUNC_TYPE_HANDLER)
-        .with_context(|| format!("Status lists runc but not {NIXLET_RUNC_TYPE_HANDLER}"))?;
-    ensure!(
-        runc_type == runc,
-        "{NIXLET_RUNC_TYPE_HANDLER} has features {runc_type:?}, runc {runc:?}"
-    );
-    Ok(())
 }
 
 /// The options the runc shim wrote into the bundle at Create.

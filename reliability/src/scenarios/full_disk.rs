@@ -17,6 +17,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{bail, Context as _, Result};
+use nixlet_e2e::containerd::mount_namespace_wrapper;
 use nixlet_e2e::containerd_config::NIXLET_HANDLER;
 use nixlet_e2e::http_server::HttpServer;
 use nixlet_e2e::store_paths::{dump_hash, STORE_DIR};
@@ -63,32 +64,15 @@ pub fn run(ctx: &Context, report: &mut ScenarioReport) -> Result<()> {
     outcome
 }
 
-/// `unshare --mount` running a script that mounts the tmpfs and the overlay, then execs the rest
-/// of its arguments (containerd and its flags).
+/// A mount namespace for containerd where the tmpfs and the overlay are mounted.
 fn namespace_wrapper(small_fs: &Path) -> Vec<String> {
     let _ = fs::create_dir_all(small_fs);
     let fs_dir = small_fs.display();
-    let script = format!(
-        "set -e\n\
-         mount -t tmpfs -o size={TMPFS_BYTES},mode=0755 nixlet-rel-small {fs_dir}\n\
+    mount_namespace_wrapper(&format!(
+        "mount -t tmpfs -o size={TMPFS_BYTES},mode=0755 nixlet-rel-small {fs_dir}\n\
          mkdir {fs_dir}/upper {fs_dir}/work\n\
-         mount -t overlay nixlet-rel-store -o lowerdir={STORE_DIR},upperdir={fs_dir}/upper,workdir={fs_dir}/work {STORE_DIR}\n\
-         exec \"$@\"\n"
-    );
-    [
-        "unshare",
-        "--mount",
-        "--propagation",
-        "private",
-        "--",
-        "sh",
-        "-c",
-        &script,
-        "sh",
-    ]
-    .into_iter()
-    .map(str::to_owned)
-    .collect()
+         mount -t overlay nixlet-rel-store -o lowerdir={STORE_DIR},upperdir={fs_dir}/upper,workdir={fs_dir}/work {STORE_DIR}"
+    ))
 }
 
 fn scenario(
