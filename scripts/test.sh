@@ -73,7 +73,7 @@ repeat_panics() {
 }
 
 POD_LEVEL=(--test walking_skeleton --test runc_options --test runc_type_handler --test shim_bootstrap --test shim_crash --test oci_runtimes
-  --test node_install)
+  --test node_install --test concurrent_calls)
 
 newest=$(bash scripts/fetch-containerd.sh 2)
 echo "== end-to-end suite on containerd $("$newest/containerd" --version | awk '{print $3}')"

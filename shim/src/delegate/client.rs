@@ -1,7 +1,18 @@
 //! A task client for the runc shim that speaks whichever task API it serves (v2 for containerd
 //! 1.x's runc shim, v3 for 2.x's). The messages are the same in both; only the ttrpc service
 //! name differs, so one generic call carries every RPC.
+//!
+//! Each connection carries one call at a time. The Go ttrpc server of the runc shim (containerd
+//! 1.7 and 2.x) refuses a request whose stream id is not above every earlier one on its
+//! connection ("StreamID cannot be re-used and must increment"), and the Rust ttrpc client takes
+//! a stream id before it queues the request for writing, so two calls started together on one
+//! connection may reach the wire in the wrong order: the later-numbered one first, the other
+//! refused. containerd then took the refused `Wait` or `State` for a dead task (exit status
+//! 255, "cannot exec in a stopped state"). Calls therefore take an idle connection, or open a
+//! new one when all are busy (a pod has a long `Wait` in flight per container), and give it
+//! back when the answer came.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use containerd_shim::protos::api::{ConnectRequest, ConnectResponse};
@@ -17,13 +28,18 @@ use super::DelegateError;
 /// How long a runc shim that accepted the connection may take to answer the probe.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Idle connections kept for reuse; more are opened while calls overlap, and closed after.
+const MAX_IDLE_CONNECTIONS: usize = 4;
+
 #[derive(Clone)]
 pub struct DelegateClient {
-    client: Client,
+    address: String,
     task_api: TaskApi,
+    idle: Arc<Mutex<Vec<Client>>>,
 }
 
 impl DelegateClient {
+    /// Opens a first connection, so that a runc shim that is not there is an error here.
     pub async fn connect(endpoint: &ShimEndpoint) -> Result<DelegateClient, DelegateError> {
         let client =
             Client::connect(&endpoint.address)
@@ -33,8 +49,9 @@ impl DelegateClient {
                     source,
                 })?;
         Ok(DelegateClient {
-            client,
+            address: endpoint.address.clone(),
             task_api: endpoint.task_api,
+            idle: Arc::new(Mutex::new(vec![client])),
         })
     }
 
@@ -102,11 +119,32 @@ impl DelegateClient {
                 .map_err(|error| ttrpc::Error::Others(format!("encode {method}: {error}")))?,
             ..Default::default()
         };
-        let response = self.client.request(request).await?;
+        let client = match self.take_idle() {
+            Some(client) => client,
+            None => Client::connect(&self.address).await?,
+        };
+        let answer = client.request(request).await;
+        // A connection that answered (even with an error status) is in order; one that failed
+        // or timed out may still get a late answer, so it is dropped.
+        if matches!(answer, Ok(_) | Err(ttrpc::Error::RpcStatus(_))) {
+            self.give_back(client);
+        }
+        let response = answer?;
         let mut response_message = Resp::new();
         response_message
             .merge_from(&mut CodedInputStream::from_bytes(&response.payload))
             .map_err(|error| ttrpc::Error::Others(format!("decode {method} answer: {error}")))?;
         Ok(response_message)
+    }
+
+    fn take_idle(&self) -> Option<Client> {
+        self.idle.lock().expect("idle connections poisoned").pop()
+    }
+
+    fn give_back(&self, client: Client) {
+        let mut idle = self.idle.lock().expect("idle connections poisoned");
+        if idle.len() < MAX_IDLE_CONNECTIONS {
+            idle.push(client);
+        }
     }
 }
