@@ -80,6 +80,15 @@ impl PackageSource {
         }
     }
 
+    /// The key that makes a descriptor this kind.
+    pub fn kind_key(&self) -> &'static str {
+        match self {
+            PackageSource::Catalog { .. } => "pkg-path",
+            PackageSource::Flake { .. } => "flake",
+            PackageSource::StorePath(_) => "store-path",
+        }
+    }
+
     /// Catalog and flake descriptors name a package whose store paths only the lock knows.
     pub fn needs_lock(&self) -> bool {
         !matches!(self, PackageSource::StorePath(_))

@@ -226,13 +226,14 @@ pub fn resolve_loaded(
     })?;
     let mut warnings = Vec::new();
     if let Some(lock) = &lock {
-        let differs =
-            check_freshness(&manifest, lock).map_err(|problem| ResolveError::StaleLock {
+        let differs = check_freshness(&manifest, lock, system).map_err(|problem| {
+            ResolveError::StaleLock {
                 reference: reference.clone(),
                 generation,
                 location: loaded.location.clone(),
                 problem,
-            })?;
+            }
+        })?;
         warnings.extend(differs);
     }
     let environment = lock.as_ref().map_or(&manifest, |lock| &lock.manifest);

@@ -10,7 +10,9 @@
 //!
 //! `tests/corpus/<name>/` holds environments copied from public repositories (each `SOURCE`
 //! says which repository, commit and path). A directory may hold `EXPECT_ERROR`, the exact
-//! message nixlet must refuse it with instead. `NIXLET_FLOX_CORPUS_DIR` names a further
+//! message nixlet must refuse it with instead. An environment whose lock's manifest names
+//! `options.systems` without one of the two Linux systems must be refused on that system, as
+//! `flox activate` refuses it, naming the system. `NIXLET_FLOX_CORPUS_DIR` names a further
 //! directory of such environments for `measure_external_corpus` (ignored by default), which
 //! prints how many of them resolve exactly.
 
@@ -121,6 +123,16 @@ fn resolve_dir(dir: &Path, system: &'static str) -> Outcome {
     }
 }
 
+/// Whether Flox would build the environment of `lock` for `system` at all: the lock's manifest
+/// lists the systems it supports in `options.systems` (absent means every system), and
+/// `flox activate` on another system fails before anything is installed.
+fn flox_supports(lock: &Value, system: &str) -> bool {
+    match lock["manifest"]["options"]["systems"].as_array() {
+        None => true,
+        Some(systems) => systems.iter().any(|s| s == system),
+    }
+}
+
 /// The environment directories below `root`, sorted.
 fn environments(root: &Path) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = fs::read_dir(root)
@@ -137,11 +149,12 @@ fn every_committed_environment_resolves_to_exactly_what_flox_installs() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
     let dirs = environments(&root);
     assert!(
-        dirs.len() >= 16,
+        dirs.len() >= 33,
         "the corpus has {} environments",
         dirs.len()
     );
     let mut compared = 0;
+    let mut unsupported = 0;
     for dir in &dirs {
         assert!(
             dir.join("SOURCE").is_file(),
@@ -149,7 +162,26 @@ fn every_committed_environment_resolves_to_exactly_what_flox_installs() {
             dir.display()
         );
         let expected_error = fs::read_to_string(dir.join("EXPECT_ERROR")).ok();
+        let lock: Value =
+            serde_json::from_slice(&fs::read(dir.join("manifest.lock")).unwrap()).unwrap();
         for system in SYSTEMS {
+            if expected_error.is_none() && !flox_supports(&lock, system) {
+                // An environment locked for other systems only: refused, naming the system.
+                match resolve_dir(dir, system) {
+                    Outcome::Refused { message, .. } => assert!(
+                        message.contains("the environment supports systems")
+                            && message.ends_with(&format!("not {system:?}")),
+                        "{} on {system}: {message}",
+                        dir.display()
+                    ),
+                    _ => panic!(
+                        "{} resolved on {system}, which it does not support",
+                        dir.display()
+                    ),
+                }
+                unsupported += 1;
+                continue;
+            }
             match (resolve_dir(dir, system), &expected_error) {
                 (Outcome::Refused { message, .. }, Some(expected)) => {
                     let expected = expected
@@ -182,7 +214,12 @@ fn every_committed_environment_resolves_to_exactly_what_flox_installs() {
         }
     }
     // Not a corpus of empty environments: real store paths were compared.
-    assert!(compared >= 56, "only {compared} store paths compared");
+    assert!(compared >= 480, "only {compared} store paths compared");
+    // Environments locked for x86_64-linux only are in the corpus, and were refused on aarch64.
+    assert!(
+        unsupported >= 2,
+        "only {unsupported} environments refused for their system"
+    );
 }
 
 /// Prints one line per environment and system, and the totals; fails only if nothing was read.

@@ -138,13 +138,13 @@ fn an_unknown_manifest_key_names_the_key_and_the_file() {
 }
 
 #[test]
-fn an_edited_manifest_runs_what_was_locked_unless_it_installs_something_new() {
+fn an_edited_manifest_runs_what_was_locked_unless_it_asks_for_another_package() {
     let (root, web) = publish();
     let manifest = web.join("2/manifest.toml");
     let text = fs::read_to_string(&manifest).unwrap();
     fs::write(
         &manifest,
-        text.replace("jq.priority = 4", "jq.priority = 3"),
+        text.replace("cuda_cudart.priority = 8", "cuda_cudart.priority = 7"),
     )
     .unwrap();
     let env = resolve(
@@ -153,15 +153,40 @@ fn an_edited_manifest_runs_what_was_locked_unless_it_installs_something_new() {
         "x86_64-linux",
     )
     .unwrap();
-    let jq = env.packages.iter().find(|p| p.install_id == "jq").unwrap();
-    assert_eq!(jq.priority, 4);
+    let cudart = env
+        .packages
+        .iter()
+        .find(|p| p.install_id == "cuda_cudart")
+        .unwrap();
+    assert_eq!(cudart.priority, 8);
     assert_eq!(
         env.warnings,
         vec![
             "manifest.toml differs from the manifest manifest.lock was made from at \
-             \"install.jq.priority\" (3 in manifest.toml, 4 in the lock); nixlet runs what was \
-             locked"
+             \"install.cuda_cudart.priority\" (7 in manifest.toml, 8 in the lock); nixlet runs \
+             what was locked"
         ]
+    );
+
+    // A new version constraint asks for a package the lock does not hold: Flox would resolve
+    // curl again.
+    fs::write(&manifest, text.replace("\"^8.12\"", "\"^8.14\"")).unwrap();
+    let error = resolve(
+        &sources(root.path()),
+        &EnvRef::parse("acme/web").unwrap(),
+        "x86_64-linux",
+    )
+    .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "environment \"acme/web\" generation 2 at {:?}: manifest.toml asks for another \
+             package than manifest.lock locked at \"install.curl.version\" (\"^8.14\" in \
+             manifest.toml, \"^8.12\" in the lock): the lock is older than the manifest. \
+             Re-lock the environment with the flox CLI (`flox edit`, or `flox activate` in the \
+             project directory) and publish both files again",
+            web.join("2").display().to_string()
+        )
     );
 
     fs::write(
