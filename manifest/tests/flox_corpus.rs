@@ -20,7 +20,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use nixlet_manifest::{resolve_loaded, EnvRef, LoadedEnvironment};
+use nixlet_manifest::{resolve_loaded, EnvRef, LoadedEnvironment, ResolvedEnv};
 use serde_json::Value;
 
 const SYSTEMS: [&str; 2] = ["x86_64-linux", "aarch64-linux"];
@@ -103,6 +103,9 @@ fn resolve_dir(dir: &Path, system: &'static str) -> Outcome {
             let lock: Value = serde_json::from_slice(&lock_bytes).unwrap();
             let expected = flox_installs(&lock, system);
             let got: BTreeSet<String> = env.store_paths().iter().map(|p| p.to_string()).collect();
+            if let Some(detail) = activation_differs(&lock, &env) {
+                return Outcome::Differs { system, detail };
+            }
             if got == expected {
                 Outcome::Exact {
                     system,
@@ -121,6 +124,34 @@ fn resolve_dir(dir: &Path, system: &'static str) -> Outcome {
             }
         }
     }
+}
+
+/// What the container is activated with, if it is not what the lock's manifest (for
+/// `[include]`, the merged one) gives Flox's activation: the variable names, the on-activate
+/// hook as written, and the activation mode.
+fn activation_differs(lock: &Value, env: &ResolvedEnv) -> Option<String> {
+    let manifest = &lock["manifest"];
+    let flox_vars: BTreeSet<&str> = manifest["vars"]
+        .as_object()
+        .map(|vars| vars.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    let vars: BTreeSet<&str> = env.vars.iter().map(|(name, _)| name.as_str()).collect();
+    if vars != flox_vars {
+        return Some(format!("variables {vars:?}, flox sets {flox_vars:?}"));
+    }
+    let flox_hook = manifest["hook"]["on-activate"].as_str();
+    if env.hook_on_activate.as_deref() != flox_hook {
+        return Some(format!(
+            "on-activate hook {:?}, flox runs {flox_hook:?}",
+            env.hook_on_activate
+        ));
+    }
+    let flox_mode = manifest["options"]["activate"]["mode"].as_str();
+    let mode = env.activate_mode.map(|mode| mode.to_string());
+    if mode.as_deref() != flox_mode {
+        return Some(format!("activation mode {mode:?}, flox uses {flox_mode:?}"));
+    }
+    None
 }
 
 /// Whether Flox would build the environment of `lock` for `system` at all: the lock's manifest
