@@ -32,8 +32,20 @@ pub enum PackagesError {
         install_id: String,
         kind: &'static str,
     },
-    #[error("manifest.lock has no entry for install id {install_id:?} on system {system:?}")]
-    MissingLockEntry { install_id: String, system: String },
+    // Flox refuses such a lock the same way, with this advice (flox repo,
+    // `cli/flox-rust-sdk/src/providers/buildenv.rs`, `LockfileMissingCurrentSystem`).
+    #[error(
+        "manifest.lock has no entry for install id {install_id:?} on system {system:?} (it is \
+         locked for {}): re-lock the environment for {system:?} with the flox CLI (`flox \
+         upgrade`, or add it to `options.systems` with `flox edit`)",
+        quoted_list(.locked_systems)
+    )]
+    MissingLockEntry {
+        install_id: String,
+        system: String,
+        /// The systems the lock has entries of this install id for, sorted.
+        locked_systems: Vec<String>,
+    },
     #[error(
         "manifest.lock has an entry for install id {install_id:?} (system {system:?}) that its \
          \"manifest\" does not install"
@@ -133,9 +145,18 @@ fn locked_packages(
     // lock that does not belong to this manifest: refuse rather than run without the package.
     for (install_id, descriptor) in &environment.install {
         if descriptor.applies_to(system) && !entries.contains_key(install_id.as_str()) {
+            let mut locked_systems: Vec<String> = lock
+                .packages
+                .iter()
+                .filter(|entry| entry.install_id == *install_id)
+                .map(|entry| entry.system.clone())
+                .collect();
+            locked_systems.sort();
+            locked_systems.dedup();
             return Err(PackagesError::MissingLockEntry {
                 install_id: install_id.clone(),
                 system: system.to_string(),
+                locked_systems,
             });
         }
     }
@@ -403,7 +424,10 @@ mod tests {
         remove_entry(&mut lock, "curl", "x86_64-linux");
         assert_eq!(
             error_of(&lock, "x86_64-linux"),
-            "manifest.lock has no entry for install id \"curl\" on system \"x86_64-linux\""
+            "manifest.lock has no entry for install id \"curl\" on system \"x86_64-linux\" (it \
+             is locked for \"aarch64-darwin\", \"aarch64-linux\", \"x86_64-darwin\"): re-lock \
+             the environment for \"x86_64-linux\" with the flox CLI (`flox upgrade`, or add it \
+             to `options.systems` with `flox edit`)"
         );
         // The other systems still resolve.
         assert!(resolve(&lock, "aarch64-linux").is_ok());
@@ -411,7 +435,10 @@ mod tests {
         remove_entry(&mut lock, "jq", "aarch64-linux");
         assert_eq!(
             error_of(&lock, "aarch64-linux"),
-            "manifest.lock has no entry for install id \"jq\" on system \"aarch64-linux\""
+            "manifest.lock has no entry for install id \"jq\" on system \"aarch64-linux\" (it \
+             is locked for \"aarch64-darwin\", \"x86_64-darwin\", \"x86_64-linux\"): re-lock \
+             the environment for \"aarch64-linux\" with the flox CLI (`flox upgrade`, or add it \
+             to `options.systems` with `flox edit`)"
         );
     }
 

@@ -674,7 +674,10 @@ mod tests {
         assert_eq!(
             error_of(&sources, "acme/web"),
             "environment \"acme/web\" generation 4 at \"/a/acme/web/4\": manifest.lock has no \
-             entry for install id \"hello\" on system \"x86_64-linux\""
+             entry for install id \"hello\" on system \"x86_64-linux\" (it is locked for \
+             \"aarch64-darwin\", \"aarch64-linux\", \"x86_64-darwin\"): re-lock the environment \
+             for \"x86_64-linux\" with the flox CLI (`flox upgrade`, or add it to \
+             `options.systems` with `flox edit`)"
         );
     }
 
