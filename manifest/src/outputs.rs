@@ -15,7 +15,7 @@
 use std::collections::BTreeSet;
 
 use crate::install_descriptor::SelectedOutputs;
-use crate::lock_entry::LockEntry;
+use crate::lock::entry::LockEntry;
 use crate::schema_version::SchemaVersion;
 use crate::store_path::StorePath;
 
@@ -95,7 +95,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::lock_entry::LockEntryKind;
+    use crate::lock::entry::LockEntryKind;
 
     fn path(name: &str) -> StorePath {
         StorePath::from_base_name(&format!("{}-{name}", "1".repeat(32))).unwrap()

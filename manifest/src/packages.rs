@@ -11,8 +11,8 @@
 use std::collections::HashMap;
 
 use crate::install_descriptor::{InstallDescriptor, PackageSource};
+use crate::lock::entry::{LockEntry, LockEntryKind, STORE_PATH_OUTPUT};
 use crate::lock::Lockfile;
-use crate::lock_entry::{LockEntry, LockEntryKind, STORE_PATH_OUTPUT};
 use crate::manifest::Manifest;
 use crate::outputs::{choose_outputs, ResolvedOutput};
 use crate::resolve::ResolvedPackage;

@@ -9,8 +9,8 @@ use sha2::{Digest, Sha256};
 use crate::activate_mode::ActivateMode;
 use crate::containerize::ContainerizeConfig;
 use crate::flake_installable::FlakeInstallable;
+use crate::lock::freshness::{check_freshness, StaleLock};
 use crate::lock::{LockError, Lockfile};
-use crate::lock_freshness::{check_freshness, StaleLock};
 use crate::manifest::{Manifest, ManifestError};
 use crate::outputs::ResolvedOutput;
 use crate::packages::{resolve_packages, PackagesError};
@@ -50,7 +50,7 @@ pub struct ResolvedEnv {
     /// and scripts were merged in, in merge order.
     pub included: Vec<String>,
     /// What the Create's log line should warn about: a lock made from a somewhat different
-    /// manifest (see `lock_freshness.rs`).
+    /// manifest (see `lock/freshness.rs`).
     pub warnings: Vec<String>,
     /// The exact bytes of the generation's `manifest.lock`, when it has one.
     pub manifest_lock: Option<Vec<u8>>,
@@ -195,7 +195,7 @@ pub fn resolve(
 ///
 /// With a lock, what runs is what was locked: the packages, variables, hook, profile and
 /// options of the lock's manifest (for `[include]`, the merged one). `manifest.toml` only
-/// decides whether the lock still belongs to it (`lock_freshness.rs`).
+/// decides whether the lock still belongs to it (`lock/freshness.rs`).
 pub fn resolve_loaded(
     loaded: LoadedEnvironment,
     system: &str,

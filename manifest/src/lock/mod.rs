@@ -17,11 +17,14 @@
 //! when pkgdb was removed (1.3.11; its `Lockfile` type only deserialises version 1), and without
 //! store paths there is nothing nixlet could install, so it is refused with how to re-lock.
 
+pub(crate) mod entry;
+pub(crate) mod freshness;
+
 use std::collections::HashMap;
 
 use serde_json::Value;
 
-use crate::lock_entry::{json_type, EntryProblem, LockEntry};
+use crate::lock::entry::{json_type, EntryProblem, LockEntry};
 use crate::manifest::{Manifest, ManifestError};
 
 const SUPPORTED_VERSION: u64 = 1;
@@ -214,7 +217,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::lock_entry::LockEntryKind;
+    use crate::lock::entry::LockEntryKind;
 
     const BASH: &str = "/nix/store/4bj2kxdm1462fzcc2i2s4dn33g2angcc-bash-5.2p26";
 

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use reqwest::blocking::RequestBuilder;
 
-use crate::http_source::{HttpSourceError, HttpSourceOptions};
-use crate::netrc::Netrc;
+use crate::source::http::{HttpSourceError, HttpSourceOptions};
+use crate::source::netrc::Netrc;
 
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) enum Credentials {

@@ -1,10 +1,17 @@
 //! Where environments come from: a source turns a reference into the text of one generation's
 //! manifest (and lock), or says it does not have that environment.
 
+pub(crate) mod dir;
+pub(crate) mod http;
+pub(crate) mod http_auth;
+pub(crate) mod netrc;
+#[cfg(test)]
+pub(crate) mod test_http_server;
+
 use std::path::PathBuf;
 
-use crate::http_source::HttpSourceError;
 use crate::reference::EnvRef;
+use crate::source::http::HttpSourceError;
 
 /// One generation of an environment as a source holds it, not yet parsed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,11 +30,11 @@ pub struct LoadedEnvironment {
 
 impl LoadedEnvironment {
     pub fn manifest_location(&self) -> String {
-        format!("{}/{}", self.location, crate::dir_source::MANIFEST_FILE)
+        format!("{}/{}", self.location, crate::source::dir::MANIFEST_FILE)
     }
 
     pub fn lock_location(&self) -> String {
-        format!("{}/{}", self.location, crate::dir_source::LOCK_FILE)
+        format!("{}/{}", self.location, crate::source::dir::LOCK_FILE)
     }
 }
 

@@ -29,10 +29,10 @@ use reqwest::blocking::{Client, Response};
 use reqwest::{StatusCode, Url};
 use sha2::{Digest, Sha256};
 
-use crate::dir_source::{CURRENT_FILE, LOCK_FILE, MANIFEST_FILE};
-use crate::http_auth::Credentials;
-use crate::netrc::NetrcError;
 use crate::reference::{parse_generation_number, EnvRef, Selector};
+use crate::source::dir::{CURRENT_FILE, LOCK_FILE, MANIFEST_FILE};
+use crate::source::http_auth::Credentials;
+use crate::source::netrc::NetrcError;
 use crate::source::{EnvironmentSource, LoadedEnvironment, SourceError};
 
 /// A manifest or lock is kilobytes; a body this large means the URL points somewhere else.
@@ -472,10 +472,10 @@ mod tests {
     use std::net::TcpListener;
 
     use super::*;
-    use crate::test_http_server::{ServerConfig, TestServer};
+    use crate::source::test_http_server::{ServerConfig, TestServer};
 
-    const MANIFEST: &str = include_str!("../tests/fixtures/flox-env/manifest.toml");
-    const LOCK: &[u8] = include_bytes!("../tests/fixtures/flox-env/manifest.lock");
+    const MANIFEST: &str = include_str!("../../tests/fixtures/flox-env/manifest.toml");
+    const LOCK: &[u8] = include_bytes!("../../tests/fixtures/flox-env/manifest.lock");
     const MANIFEST_V1: &str = "version = 1\n[install]\nhello.store-path = \
                                \"/nix/store/0c0ml8pl0gbmd5v1gqs9jz7s79kq2x36-hello-2.12.1\"\n";
     const LOCK_V1: &str =
