@@ -4,7 +4,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use nixlet_manifest::{resolve, DirSource, EnvRef, EnvironmentSource, StorePath};
+use nixlet_manifest::{
+    resolve, DirSource, EnvRef, EnvironmentSource, ResolveError, ResolvedEnv, StorePath,
+};
 use sha2::{Digest, Sha256};
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/flox-env");
@@ -36,6 +38,15 @@ fn publish() -> (tempfile::TempDir, PathBuf) {
         fs::copy(Path::new(FIXTURE).join(file), second.join(file)).unwrap();
     }
     (root, web)
+}
+
+/// Resolves `reference` from the environments published below `root`, for x86_64-linux.
+fn resolve_on_x86_64(root: &Path, reference: &str) -> Result<ResolvedEnv, ResolveError> {
+    resolve(
+        &sources(root),
+        &EnvRef::parse(reference).unwrap(),
+        "x86_64-linux",
+    )
 }
 
 fn sources(root: &Path) -> Vec<Box<dyn EnvironmentSource>> {
@@ -73,20 +84,10 @@ fn a_digest_pin_selects_by_lock_bytes_whatever_the_generation() {
     let (root, web) = publish();
     fs::write(web.join("current"), "1\n").unwrap();
     let newest = digest_of(&web.join("2/manifest.lock"));
-    let env = resolve(
-        &sources(root.path()),
-        &EnvRef::parse(&format!("acme/web@sha256:{newest}")).unwrap(),
-        "x86_64-linux",
-    )
-    .unwrap();
+    let env = resolve_on_x86_64(root.path(), &format!("acme/web@sha256:{newest}")).unwrap();
     assert_eq!(env.generation, 2);
     let oldest = digest_of(&web.join("1/manifest.lock"));
-    let env = resolve(
-        &sources(root.path()),
-        &EnvRef::parse(&format!("acme/web@sha256:{oldest}")).unwrap(),
-        "x86_64-linux",
-    )
-    .unwrap();
+    let env = resolve_on_x86_64(root.path(), &format!("acme/web@sha256:{oldest}")).unwrap();
     assert_eq!(env.generation, 1);
     assert_eq!(env.store_paths(), vec![StorePath::parse(HELLO).unwrap()]);
 }
@@ -95,12 +96,7 @@ fn a_digest_pin_selects_by_lock_bytes_whatever_the_generation() {
 fn a_wrong_digest_is_an_error() {
     let (root, web) = publish();
     let wrong = hex::encode(Sha256::digest(b"not a lock"));
-    let error = resolve(
-        &sources(root.path()),
-        &EnvRef::parse(&format!("acme/web@sha256:{wrong}")).unwrap(),
-        "x86_64-linux",
-    )
-    .unwrap_err();
+    let error = resolve_on_x86_64(root.path(), &format!("acme/web@sha256:{wrong}")).unwrap_err();
     assert_eq!(
         error.to_string(),
         format!(
@@ -121,12 +117,7 @@ fn an_unknown_manifest_key_names_the_key_and_the_file() {
         text.replace("[options]", "[options]\nallow.insecure = true"),
     )
     .unwrap();
-    let error = resolve(
-        &sources(root.path()),
-        &EnvRef::parse("acme/web:2").unwrap(),
-        "x86_64-linux",
-    )
-    .unwrap_err();
+    let error = resolve_on_x86_64(root.path(), "acme/web:2").unwrap_err();
     assert_eq!(
         error.to_string(),
         format!(
@@ -147,12 +138,7 @@ fn an_edited_manifest_runs_what_was_locked_unless_it_asks_for_another_package() 
         text.replace("cuda_cudart.priority = 8", "cuda_cudart.priority = 7"),
     )
     .unwrap();
-    let env = resolve(
-        &sources(root.path()),
-        &EnvRef::parse("acme/web").unwrap(),
-        "x86_64-linux",
-    )
-    .unwrap();
+    let env = resolve_on_x86_64(root.path(), "acme/web").unwrap();
     let cudart = env
         .packages
         .iter()
@@ -171,12 +157,7 @@ fn an_edited_manifest_runs_what_was_locked_unless_it_asks_for_another_package() 
     // A new version constraint asks for a package the lock does not hold: Flox would resolve
     // curl again.
     fs::write(&manifest, text.replace("\"^8.12\"", "\"^8.14\"")).unwrap();
-    let error = resolve(
-        &sources(root.path()),
-        &EnvRef::parse("acme/web").unwrap(),
-        "x86_64-linux",
-    )
-    .unwrap_err();
+    let error = resolve_on_x86_64(root.path(), "acme/web").unwrap_err();
     assert_eq!(
         error.to_string(),
         format!(
@@ -194,12 +175,7 @@ fn an_edited_manifest_runs_what_was_locked_unless_it_asks_for_another_package() 
         text.replace("[install]\n", "[install]\nwget.pkg-path = \"wget\"\n"),
     )
     .unwrap();
-    let error = resolve(
-        &sources(root.path()),
-        &EnvRef::parse("acme/web").unwrap(),
-        "x86_64-linux",
-    )
-    .unwrap_err();
+    let error = resolve_on_x86_64(root.path(), "acme/web").unwrap_err();
     assert_eq!(
         error.to_string(),
         format!(
