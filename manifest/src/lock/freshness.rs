@@ -60,17 +60,17 @@ pub struct ChangedDescriptor {
 }
 
 fn what_is_stale(install_ids: &[String], changed: &[ChangedDescriptor]) -> String {
-    let missing = match install_ids.len() {
-        0 => None,
-        1 => Some(format!(
-            "installs install id {} that manifest.lock does not lock",
+    let missing = (!install_ids.is_empty()).then(|| {
+        let noun = if install_ids.len() == 1 {
+            "install id"
+        } else {
+            "install ids"
+        };
+        format!(
+            "installs {noun} {} that manifest.lock does not lock",
             quoted_list(install_ids)
-        )),
-        _ => Some(format!(
-            "installs install ids {} that manifest.lock does not lock",
-            quoted_list(install_ids)
-        )),
-    };
+        )
+    });
     let changed = (!changed.is_empty()).then(|| {
         let keys: Vec<String> = changed
             .iter()
