@@ -160,13 +160,7 @@ fn changed_resolution(
     system: &str,
     migrated: bool,
 ) -> Option<&'static str> {
-    let wanted_here = |descriptor: &InstallDescriptor| {
-        descriptor
-            .systems
-            .as_ref()
-            .is_none_or(|systems| systems.iter().any(|s| s == system))
-    };
-    let newly_wanted_here = wanted_here(ours) && !wanted_here(locked);
+    let newly_wanted_here = ours.applies_to(system) && !locked.applies_to(system);
     match (&ours.source, &locked.source) {
         (
             PackageSource::Catalog {
